@@ -1,0 +1,219 @@
+"""Configuration: frozen pydantic models, shipped TOML presets and the one resolver.
+
+Precedence, resolved in ``resolve_config`` only: field defaults < preset < ``--config file.toml`` <
+command-line overrides. Every model forbids unknown keys, so a typo in a config file is an error,
+not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stackgan2.errors import ConfigError
+
+PRESETS = ("tiny", "toy", "birds", "flowers")
+DATASETS = ("toy-birds", "cub", "flowers", "folder")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(_Frozen):
+    """Generator / discriminator architecture (official birds_3stages values are the defaults)."""
+
+    stage_num: int = Field(3, ge=1, le=4, description="number of branches: 64/128/256/512 px for base 64")
+    base_size: int = Field(64, ge=8, le=256, description="resolution of branch 0 (a power of two)")
+    ngf: int = Field(64, ge=1, description="generator width; the first stage starts at 16*ngf channels")
+    ndf: int = Field(64, ge=1, description="discriminator width")
+    z_dim: int = Field(100, ge=1, description="noise dimension")
+    c_dim: int = Field(128, ge=1, description="conditioning-augmentation code dimension")
+    text_dim: int = Field(256, ge=1, description="sentence-embedding dimension (1024 for char-CNN-RNN)")
+    r_num: int = Field(2, ge=0, description="residual blocks per refine stage")
+
+    @field_validator("base_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two >= 8 (8, 16, 32, 64, 128, 256)")
+        return value
+
+    @model_validator(mode="after")
+    def _channels_divide(self) -> ModelConfig:
+        # Each refine stage halves the generator width: ngf, ngf/2, ngf/4, ngf/8 (official schedule).
+        divisor = 2 ** (self.stage_num - 1)
+        if self.ngf % divisor:
+            raise ValueError(f"ngf={self.ngf} must be divisible by {divisor} for stage_num={self.stage_num}")
+        return self
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [self.base_size * 2**i for i in range(self.stage_num)]
+
+
+class DataConfig(_Frozen):
+    """Which dataset and how it is prepared."""
+
+    dataset: Literal["toy-birds", "cub", "flowers", "folder"] = "toy-birds"
+    data_dir: Path | None = Field(None, description="root of cub/flowers/folder data (toy-birds: unused)")
+    cache_dir: Path | None = Field(None, description="render/decode cache; default $XDG_CACHE_HOME/stackgan2")
+    toy_train_size: int = Field(8855, ge=1, description="toy-birds train images (CUB: 8,855)")
+    toy_test_size: int = Field(2933, ge=1, description="toy-birds test images (CUB: 2,933)")
+    toy_render_size: int = Field(304, ge=8, le=1024, description="toy-birds cache resolution (256 * 76/64)")
+    toy_seed: int = Field(0, description="toy-birds generator seed (same seed -> byte-identical images)")
+    captions_per_image: int = Field(10, ge=1, description="captions kept per image (CUB: 10)")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes")
+
+
+class TextConfig(_Frozen):
+    """Our own text encoder and its DAMSM pretraining (AttnGAN, Xu et al. CVPR 2018)."""
+
+    dim: int = Field(256, ge=2, description="sentence/word feature size D (even: two LSTM directions)")
+    word_dim: int = Field(300, ge=1, description="word-embedding size (AttnGAN: 300)")
+    max_words: int = Field(18, ge=1, description="caption length cap (AttnGAN CUB: 18 words)")
+    min_count: int = Field(1, ge=1, description="minimum count for a word to enter the vocabulary")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout on word embeddings (AttnGAN: 0.5)")
+    image_size: int = Field(64, ge=16, description="image resolution seen by the DAMSM image encoder")
+    image_width: int = Field(32, ge=4, description="width of the small CNN image encoder")
+    epochs: int = Field(30, ge=1, description="DAMSM pretraining epochs")
+    batch_size: int = Field(48, ge=2, description="DAMSM batch size (AttnGAN: 48)")
+    lr: float = Field(2e-3, gt=0, description="DAMSM learning rate (AttnGAN: 0.002)")
+    gamma1: float = Field(4.0, gt=0, description="word-region attention sharpness (AttnGAN CUB: 4)")
+    gamma2: float = Field(5.0, gt=0, description="word-level aggregation (AttnGAN CUB: 5)")
+    gamma3: float = Field(10.0, gt=0, description="sentence/image softmax scale (AttnGAN CUB: 10)")
+
+
+class TrainConfig(_Frozen):
+    """GAN training (official birds_3stages values are the defaults)."""
+
+    epochs: int = Field(600, ge=1)
+    batch_size: int = Field(24, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many iterations (overrides epochs)")
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    uncond_coef: float = Field(1.0, ge=0)
+    kl_coef: float = Field(2.0, ge=0)
+    color_coef: float = Field(0.0, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_to_g_every: int = Field(0, ge=0, description="official quirk: copy G_ema into G every N steps (0 = off)")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    embeddings: Literal["damsm", "char-cnn-rnn"] = "damsm"
+    text_encoder: Path | None = Field(None, description="pretrained text encoder dir; None = pretrain as phase 0")
+    log_every: int = Field(10, ge=1, description="iterations between stats.jsonl records")
+    sample_every: int = Field(1, ge=1, description="epochs between sample grids")
+    checkpoint_every: int = Field(2000, ge=1, description="iterations between checkpoints (official: 2000)")
+    keep_checkpoints: int = Field(3, ge=1)
+    on_nan: Literal["stop", "skip"] = "stop"
+
+
+class ExperimentConfig(_Frozen):
+    """Everything a run needs; stored in config.json and inside every checkpoint."""
+
+    preset: str = "toy"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    text: TextConfig = TextConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _text_dims_agree(self) -> ExperimentConfig:
+        if self.train.embeddings == "damsm" and self.model.text_dim != self.text.dim:
+            raise ValueError(
+                f"model.text_dim ({self.model.text_dim}) must equal text.dim ({self.text.dim}) "
+                "when the generator is conditioned on our own text encoder"
+            )
+        if self.text.dim % 2:
+            raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        try:
+            return cls.model_validate(json.loads(text))
+        except (ValueError, ValidationError) as exc:
+            raise ConfigError(f"invalid stored config: {_describe(exc)}") from None
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw TOML dict of a shipped preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    text = resources.files("stackgan2.presets").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{"model.stage_num": 3} -> {"model": {"stage_num": 3}}; None values mean 'not given'."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        section, _, field = key.partition(".")
+        if not field:
+            nested[section] = value
+        else:
+            nested.setdefault(section, {})[field] = value
+    return nested
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            got = err.get("input")
+            suffix = "" if err["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+            parts.append(f"{where}: {message}{suffix}")
+        return "; ".join(parts)
+    return str(exc)
+
+
+def resolve_config(
+    preset: str = "toy",
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """defaults < preset < config file < overrides (dotted keys such as ``"model.stage_num"``)."""
+    raw = _merge({"preset": preset}, load_preset(preset))
+    if config_file is not None:
+        raw = _merge(raw, _read_config_file(Path(config_file)))
+    raw = _merge(raw, _nest(overrides or {}))
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
