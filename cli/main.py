@@ -9,9 +9,9 @@ import importlib
 from typing import Annotated
 
 import typer
+from stackgan2.cli.common import state
 
 from stackgan2 import __version__
-from stackgan2.cli.common import state
 
 app = typer.Typer(
     name="stackgan2",
@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app) and owns its commands.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES = ["info"]
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,235 @@
+"""StackGAN++ generator tree and per-scale discriminators.
+
+Architecture, layer order and parameter counts follow the official hanzhanggit/StackGAN-v2
+``code/model.py`` (G_NET, D_NET64/128/256/512); the names are this project's (see STYLE.md). At the
+``birds`` preset: Generator 21,239,696 parameters, discriminators 5,723,906 / 18,834,178 /
+71,269,122 (64 / 128 / 256 px), asserted in tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stackgan2.config import ModelConfig
+
+
+def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+class GLU(nn.Module):
+    """Gated linear unit over channels: first half * sigmoid(second half)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.glu(x, dim=1)
+
+
+def glu_block(in_channels: int, out_channels: int, upsample: bool) -> nn.Sequential:
+    """[nearest x2] -> conv3x3 to 2*out -> BN -> GLU (official upBlock / Block3x3_relu)."""
+    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
+    layers += [conv3x3(in_channels, out_channels * 2), nn.BatchNorm2d(out_channels * 2), GLU()]
+    return nn.Sequential(*layers)
+
+
+class ResBlock(nn.Module):
+    """conv3x3-BN-GLU-conv3x3-BN plus identity; no activation after the add (official)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            conv3x3(channels, channels * 2),
+            nn.BatchNorm2d(channels * 2),
+            GLU(),
+            conv3x3(channels, channels),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class ConditioningAugmentation(nn.Module):
+    """Sentence embedding -> (c, mu, logvar); c = mu + exp(logvar / 2) * eps (official CA_NET)."""
+
+    def __init__(self, text_dim: int, c_dim: int) -> None:
+        super().__init__()
+        self.c_dim = c_dim
+        self.fc = nn.Linear(text_dim, c_dim * 4, bias=True)
+        self.glu = GLU()
+
+    def forward(self, sentence_embedding: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.glu(self.fc(sentence_embedding))
+        mu, logvar = x[:, : self.c_dim], x[:, self.c_dim :]
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn_like(std) if eps is None else eps
+        return mu + std * eps, mu, logvar
+
+
+class InitStage(nn.Module):
+    """[c ; z] -> Linear -> BN1d -> GLU -> 4x4 x channels, then up-blocks halving the width.
+
+    Official INIT_STAGE_G: 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf.
+    """
+
+    def __init__(self, in_dim: int, channels: int, num_upsamples: int = 4) -> None:
+        super().__init__()
+        self.channels = channels
+        self.fc = nn.Sequential(
+            nn.Linear(in_dim, channels * 4 * 4 * 2, bias=False),
+            nn.BatchNorm1d(channels * 4 * 4 * 2),
+            GLU(),
+        )
+        self.upsample = nn.Sequential(*[glu_block(channels // 2**i, channels // 2 ** (i + 1), True) for i in range(num_upsamples)])
+
+    def forward(self, code: Tensor) -> Tensor:
+        hidden = self.fc(code).view(-1, self.channels, 4, 4)
+        return self.upsample(hidden)
+
+
+class RefineStage(nn.Module):
+    """[c broadcast ; hidden] -> joint conv -> residual blocks -> up-block (official NEXT_STAGE_G)."""
+
+    def __init__(self, channels: int, c_dim: int, r_num: int) -> None:
+        super().__init__()
+        self.joint = glu_block(channels + c_dim, channels, upsample=False)
+        self.residual = nn.Sequential(*[ResBlock(channels) for _ in range(r_num)])
+        self.upsample = glu_block(channels, channels // 2, upsample=True)
+
+    def forward(self, hidden: Tensor, c_code: Tensor) -> Tensor:
+        size = hidden.shape[-1]
+        condition = c_code[:, :, None, None].expand(-1, -1, size, size)
+        out = self.joint(torch.cat([condition, hidden], dim=1))
+        return self.upsample(self.residual(out))
+
+
+class ToImage(nn.Module):
+    """conv3x3 (no bias) -> tanh: one branch's RGB image in [-1, 1] (official GET_IMAGE_G)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = conv3x3(channels, 3)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.conv(hidden))
+
+
+class Generator(nn.Module):
+    """The generator tree: one InitStage, ``stage_num - 1`` RefineStages, one ToImage per branch.
+
+    Widths follow the official schedule: InitStage 16*ngf -> ngf at the base resolution, then each
+    refine stage halves the width (ngf -> ngf/2 -> ngf/4 -> ngf/8). The optional fourth stage (512 px)
+    uses one residual block, as the official G_NET does "mainly limited by GPU memory".
+    For another ``base_size`` the InitStage has log2(base_size / 4) up-blocks and starts at
+    ngf * base_size / 4 channels, so it still ends at ngf (16*ngf and 4 up-blocks at 64 px).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim)
+        num_upsamples = int(math.log2(cfg.base_size // 4))
+        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples)
+        widths = [cfg.ngf // 2**i for i in range(cfg.stage_num)]
+        self.refine_stages = nn.ModuleList(
+            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1))
+            for i in range(1, cfg.stage_num)
+        )
+        self.to_images = nn.ModuleList(ToImage(width) for width in widths)
+
+    def forward(
+        self, z: Tensor, sentence_embedding: Tensor, eps: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        batch = z.shape[0]
+        assert z.shape == (batch, self.cfg.z_dim), f"z: expected (B, {self.cfg.z_dim}), got {tuple(z.shape)}"
+        assert sentence_embedding.shape == (batch, self.cfg.text_dim), (
+            f"sentence_embedding: expected ({batch}, {self.cfg.text_dim}), got {tuple(sentence_embedding.shape)}"
+        )
+        c_code, mu, logvar = self.ca(sentence_embedding, eps)
+        hidden = self.init_stage(torch.cat([c_code, z], dim=1))
+        images = [self.to_images[0](hidden)]
+        for refine, to_image in zip(self.refine_stages, self.to_images[1:], strict=True):
+            hidden = refine(hidden, c_code)
+            images.append(to_image(hidden))
+        return images, mu, logvar
+
+
+def _down(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+    """conv4x4 stride 2 [-> BN] -> LeakyReLU(0.2) (official downBlock)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _conv3x3_leaky(in_channels: int, out_channels: int) -> nn.Sequential:
+    """conv3x3 -> BN -> LeakyReLU(0.2) (official Block3x3_leakRelu)."""
+    return nn.Sequential(conv3x3(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True))
+
+
+class StageDiscriminator(nn.Module):
+    """Discriminator for one branch; depth follows from log2(resolution / 4).
+
+    The first four stride-2 blocks (no BN after the first) reach size/16 x 8*ndf (official
+    encode_image_by_16times); each further halving adds a down-block doubling the channels, and as
+    many 3x3 blocks bring the code back to 8*ndf at 4x4 (official D_NET128/256/512). Resolutions
+    below 64 use only the first log2(resolution / 4) blocks. ``forward`` returns the conditional and
+    unconditional logits (no sigmoid: losses use BCE-with-logits).
+    """
+
+    def __init__(self, resolution: int, ndf: int, c_dim: int) -> None:
+        super().__init__()
+        if resolution < 8 or resolution & (resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        self.resolution, self.c_dim = resolution, c_dim
+        downs = int(math.log2(resolution // 4))
+        head = min(downs, 4)
+        widths = [ndf * 2**i for i in range(head)]
+        blocks = [_down(3, widths[0], batch_norm=False)]
+        blocks += [_down(widths[i - 1], widths[i]) for i in range(1, head)]
+        extra = downs - head
+        blocks += [_down(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1)) for i in range(extra)]
+        blocks += [_conv3x3_leaky(widths[-1] * 2 ** (i + 1), widths[-1] * 2**i) for i in reversed(range(extra))]
+        self.encoder = nn.Sequential(*blocks)
+        code_channels = widths[-1]
+        self.uncond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
+        self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels)
+        self.cond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
+
+    def forward(self, images: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
+        batch = images.shape[0]
+        assert images.shape[1:] == (3, self.resolution, self.resolution), (
+            f"images: expected (B, 3, {self.resolution}, {self.resolution}), got {tuple(images.shape)}"
+        )
+        assert condition.shape == (batch, self.c_dim), f"condition: expected ({batch}, {self.c_dim})"
+        code = self.encoder(images)
+        joint = self.joint(torch.cat([condition[:, :, None, None].expand(-1, -1, 4, 4), code], dim=1))
+        return self.cond_logits(joint).view(-1), self.uncond_logits(code).view(-1)
+
+
+def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:
+    """One StageDiscriminator per generator branch."""
+    return nn.ModuleList(StageDiscriminator(res, cfg.ndf, cfg.c_dim) for res in cfg.resolutions)
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """Official weights_init: orthogonal conv/linear weights, linear bias 0, BN weight N(1, 0.02), bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.orthogonal_(m.weight, 1.0)
+        elif isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight, 1.0)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.weight.normal_(1.0, 0.02)
+            m.bias.zero_()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from stackgan2.config import resolve_config
+from stackgan2.networks import (
+    Generator,
+    StageDiscriminator,
+    build_discriminators,
+    count_parameters,
+    init_weights,
+)
+
+
+def test_birds_parameter_counts_match_official():
+    # hanzhanggit/StackGAN-v2 model.py at cfg/birds_3stages.yml
+    cfg = resolve_config("birds").model
+    with torch.device("meta"):
+        G = Generator(cfg)
+        discriminators = build_discriminators(cfg)
+    assert count_parameters(G) == 21_239_696
+    assert count_parameters(G.ca) == 524_800
+    assert count_parameters(G.init_stage) == 20_074_240
+    assert [count_parameters(s) for s in G.refine_stages] == [480_384, 157_248]
+    assert [count_parameters(t) for t in G.to_images] == [1_728, 864, 432]
+    assert [count_parameters(d) for d in discriminators] == [5_723_906, 18_834_178, 71_269_122]
+
+
+def test_flowers_preset_is_the_same_architecture():
+    assert resolve_config("flowers").model == resolve_config("birds").model
+
+
+@pytest.mark.parametrize("stage_num", [1, 2, 3, 4])
+def test_shapes_and_gradients_every_stage_num(stage_num):
+    torch.manual_seed(0)
+    cfg = resolve_config("tiny", overrides={"model.stage_num": stage_num}).model
+    G, discriminators = Generator(cfg), build_discriminators(cfg)
+    init_weights(G)
+    init_weights(discriminators)
+    z, text = torch.randn(3, cfg.z_dim), torch.randn(3, cfg.text_dim)
+    images, mu, logvar = G(z, text)
+    assert [tuple(im.shape) for im in images] == [(3, 3, r, r) for r in cfg.resolutions]
+    assert all(im.min() >= -1 and im.max() <= 1 for im in images)
+    assert mu.shape == logvar.shape == (3, cfg.c_dim)
+    loss = mu.sum() + logvar.sum()
+    for D, image in zip(discriminators, images, strict=True):
+        cond, uncond = D(image, mu)
+        assert cond.shape == uncond.shape == (3,)
+        loss = loss + cond.sum() + uncond.sum()
+    loss.backward()
+    for name, p in [*G.named_parameters(), *discriminators.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_discriminator_depth_follows_resolution():
+    ndf = 4
+    small, large = StageDiscriminator(64, ndf, 8), StageDiscriminator(256, ndf, 8)
+    convs = lambda d: [m for m in d.encoder.modules() if isinstance(m, torch.nn.Conv2d)]  # noqa: E731
+    assert len(convs(small)) == 4 and len(convs(large)) == 8
+    assert convs(large)[-1].out_channels == 8 * ndf
+    with pytest.raises(ValueError, match="power of two"):
+        StageDiscriminator(48, ndf, 8)
+
+
+def test_generator_rejects_wrong_shapes():
+    cfg = resolve_config("tiny").model
+    G = Generator(cfg)
+    with pytest.raises(AssertionError, match="sentence_embedding"):
+        G(torch.randn(2, cfg.z_dim), torch.randn(2, cfg.text_dim + 1))
+
+
+def test_init_weights_official_scheme():
+    torch.manual_seed(0)
+    G = Generator(resolve_config("tiny").model)
+    init_weights(G)
+    w = G.ca.fc.weight  # orthogonal: the smaller Gram matrix is the identity
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-4)
+    assert torch.all(G.ca.fc.bias == 0)
+    bn = G.init_stage.fc[1]
+    assert abs(bn.weight.mean().item() - 1.0) < 0.01 and 0.01 < bn.weight.std().item() < 0.03
+    assert torch.all(bn.bias == 0)
