@@ -203,6 +203,37 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
+def apply_overrides(
+    base: ExperimentConfig, config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """``base`` (e.g. a resumed run's stored config) < config file < overrides."""
+    raw = base.model_dump(mode="json")
+    if config_file is not None:
+        raw = _merge(raw, _read_config_file(Path(config_file)))
+    raw = _merge(raw, _nest(overrides or {}))
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def changed_fields(old: ExperimentConfig, new: ExperimentConfig, fields: tuple[str, ...]) -> list[str]:
+    """Dotted names among ``fields`` (sections or section.field) whose values differ."""
+    changed = []
+    old_raw, new_raw = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for name in fields:
+        section, _, field = name.partition(".")
+        a, b = old_raw[section], new_raw[section]
+        if field:
+            a, b = a[field], b[field]
+        if a != b:
+            if isinstance(a, dict):
+                changed += [f"{section}.{k}" for k in a if a[k] != b[k]]
+            else:
+                changed.append(name)
+    return changed
+
+
 def resolve_config(
     preset: str = "toy",
     config_file: Path | None = None,

@@ -38,3 +38,11 @@ class PromptError(StackGAN2Error):
 
 class TrainingError(StackGAN2Error):
     """Training cannot continue (for example a non-finite loss)."""
+
+
+class TrainingInterrupted(StackGAN2Error):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved. Exit code 128 + signal (130 / 143)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -1,0 +1,133 @@
+"""``stackgan2 train``: build the config from flags and call the library's training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from stackgan2.cli.common import RichProgress, console, handle_errors, state
+from stackgan2.cli.options import (
+    BaseSize,
+    CacheDir,
+    ConfigFile,
+    DataDir,
+    Dataset,
+    Device,
+    Ndf,
+    Ngf,
+    Preset,
+    Seed,
+    StageNum,
+    ZDim,
+    model_overrides,
+)
+
+Opt = typer.Option
+
+
+@handle_errors
+def train(
+    stage_num: StageNum = None,
+    epochs: Annotated[int | None, Opt(help="Training epochs (official birds: 600).")] = None,
+    batch_size: Annotated[int | None, Opt("--batch-size", help="Images per step per process (official: 24).")] = None,
+    max_steps: Annotated[int | None, Opt("--max-steps", help="Stop after this many iterations.")] = None,
+    preset: Preset = "toy",
+    config: ConfigFile = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    name: Annotated[str | None, Opt("--name", help="Run name: files go to runs/NAME.")] = None,
+    run_dir: Annotated[Path | None, Opt("--run-dir", help="Run directory (overrides --name).")] = None,
+    lr_g: Annotated[float | None, Opt("--lr-g", help="Generator learning rate (official: 2e-4).")] = None,
+    lr_d: Annotated[float | None, Opt("--lr-d", help="Discriminator learning rate (official: 2e-4).")] = None,
+    z_dim: ZDim = None,
+    base_size: BaseSize = None,
+    ngf: Ngf = None,
+    ndf: Ndf = None,
+    uncond_coef: Annotated[float | None, Opt("--uncond-coef", help="Unconditional loss weight (official: 1.0).")] = None,
+    color_coef: Annotated[float | None, Opt("--color-coef", help="Colour-consistency weight (official birds: 0, unconditional: 50).")] = None,
+    kl_coef: Annotated[float | None, Opt("--kl-coef", help="KL weight (official: 2.0).")] = None,
+    seed: Seed = None,
+    device: Device = None,
+    amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
+    workers: Annotated[int | None, Opt("--workers", help="DataLoader worker processes.")] = None,
+    sample_every: Annotated[int | None, Opt("--sample-every", help="Epochs between sample grids.")] = None,
+    checkpoint_every: Annotated[int | None, Opt("--checkpoint-every", help="Iterations between checkpoints.")] = None,
+    keep_checkpoints: Annotated[int | None, Opt("--keep-checkpoints", help="How many recent checkpoints to keep.")] = None,
+    text_encoder: Annotated[Path | None, Opt("--text-encoder", help="Pretrained text encoder dir (skip phase 0).")] = None,
+    embeddings: Annotated[str | None, Opt("--embeddings", help="damsm (own encoder) or char-cnn-rnn (original pickles).")] = None,
+    resume: Annotated[bool, Opt("--resume", help="Continue the run from its latest valid checkpoint.")] = False,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train StackGAN++ (phase 0 pretrains the text encoder when none is given)."""
+    from stackgan2.config import resolve_config
+    from stackgan2.training import init_distributed, prepare_config, run_training, shutdown_distributed
+
+    overrides = {
+        **model_overrides(stage_num, base_size, ngf, ndf, z_dim),
+        "data.dataset": dataset,
+        "data.data_dir": data_dir,
+        "data.cache_dir": cache_dir,
+        "data.workers": workers,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.max_steps": max_steps,
+        "train.lr_g": lr_g,
+        "train.lr_d": lr_d,
+        "train.uncond_coef": uncond_coef,
+        "train.color_coef": color_coef,
+        "train.kl_coef": kl_coef,
+        "train.seed": seed,
+        "train.device": device,
+        "train.amp": amp,
+        "train.sample_every": sample_every,
+        "train.checkpoint_every": checkpoint_every,
+        "train.keep_checkpoints": keep_checkpoints,
+        "train.text_encoder": text_encoder,
+        "train.embeddings": embeddings,
+    }
+    fresh = resolve_config(preset, config, overrides)
+    if run_dir is None:
+        run_dir = Path("runs") / (name or f"{fresh.data.dataset}-{fresh.model.stage_num}stages")
+    cfg, resuming = prepare_config(run_dir, preset, config, overrides, resume)
+    if dry_run:
+        console.print_json(cfg.to_json())
+        console.print(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
+        return
+    ctx = init_distributed("cuda" if cfg.train.device in ("cuda", "auto") and _cuda() else "cpu")
+    try:
+        show = ctx.is_main and not state.quiet
+        console.print(f"training into [bold]{run_dir}[/]" + (" (resuming)" if resuming else "")) if show else None
+        with RichProgress() if show else _Silent() as progress:
+            result = run_training(cfg, run_dir, ctx=ctx, progress_fn=progress if show else None)
+    finally:
+        shutdown_distributed(ctx)
+    if ctx.is_main:
+        table = Table(title=f"finished: {result.steps} steps, {result.epochs_done} epochs in {result.seconds:.1f} s")
+        table.add_column("term")
+        table.add_column("last value", justify="right")
+        for key, value in result.last_stats.items():
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+        console.print(f"checkpoint: {result.last_checkpoint}")
+        console.print(f"samples:    {Path(run_dir) / 'samples'}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class _Silent:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,46 @@
+"""Tensor <-> PIL conversion and the image grids written by training and sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from stackgan2.io import atomic_save
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    return [Image.fromarray(array) for array in to_uint8(images)]
+
+
+def branch_strip(branches: Sequence[torch.Tensor], padding: int = 2) -> torch.Tensor:
+    """Every branch upscaled (nearest) to the largest resolution and put side by side: (N, 3, R, k*R + pads)."""
+    size = branches[-1].shape[-1]
+    resized = [F.interpolate(b.float(), size=(size, size), mode="nearest") for b in branches]
+    pad = torch.ones(branches[0].shape[0], 3, size, padding)
+    parts: list[torch.Tensor] = []
+    for i, image in enumerate(resized):
+        parts += [pad, image.cpu()] if i else [image.cpu()]
+    return torch.cat(parts, dim=3)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    atomic_save(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def branch_strip_grid(branches: Sequence[torch.Tensor], path: Path, padding: int = 2) -> None:
+    """One row per sample, every branch side by side; written atomically as PNG."""
+    rows = to_uint8(branch_strip(branches, padding))
+    sep = np.full((padding, rows.shape[2], 3), 255, np.uint8)
+    grid = np.concatenate([part for row in rows for part in (row, sep)][:-1], axis=0)
+    save_png(grid, path)

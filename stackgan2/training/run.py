@@ -1,0 +1,113 @@
+"""``stackgan2 train`` as a library call: run directory, data, text phase 0, then the Trainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stackgan2.config import ExperimentConfig, apply_overrides, changed_fields, resolve_config
+from stackgan2.errors import CheckpointError, DataError, UsageError
+from stackgan2.progress import ProgressFn
+from stackgan2.training.checkpoint import list_checkpoints
+from stackgan2.training.distributed import DistContext
+from stackgan2.training.rundir import RunDir
+from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult, copy_text_encoder
+
+log = logging.getLogger("stackgan2.training")
+SAMPLE_CAPTIONS = 8
+
+
+def prepare_config(
+    run_dir: Path,
+    preset: str,
+    config_file: Path | None,
+    overrides: dict[str, Any],
+    resume: bool,
+) -> tuple[ExperimentConfig, bool]:
+    """The config to train with and whether this continues an existing run.
+
+    A run directory that already has checkpoints is continued (``--resume`` or re-running the same
+    ``--name``): its stored config is the base, and only the options given now override it; options
+    that change the architecture or data are refused.
+    """
+    run = RunDir(Path(run_dir))
+    has_checkpoint = bool(list_checkpoints(run.checkpoints))
+    if resume and not has_checkpoint:
+        raise UsageError(f"--resume: no checkpoint to resume from in {run.checkpoints}")
+    if not has_checkpoint:
+        return resolve_config(preset, config_file, overrides), False
+    stored = run.read_config()
+    cfg = apply_overrides(stored, config_file, overrides)
+    changed = changed_fields(stored, cfg, FIXED_ON_RESUME)
+    if changed:
+        raise UsageError(
+            f"run {run.root} was trained with other settings for {', '.join(changed)}; "
+            "use a new --name to train a different model"
+        )
+    return cfg, True
+
+
+def prepare_embeddings(cfg: ExperimentConfig, run: RunDir, dataset, device: torch.device, ctx: DistContext,
+                       progress_fn: ProgressFn | None) -> np.ndarray:
+    """Phase 0: make sure the run has a text encoder, then attach caption embeddings (N, C, D) to the dataset."""
+    from stackgan2.text import PromptEncoder, encode_dataset_captions, pretrain_text_encoder
+
+    if ctx.is_main:
+        if cfg.train.text_encoder is not None:
+            if not Path(cfg.train.text_encoder).is_dir():
+                raise CheckpointError(f"--text-encoder {cfg.train.text_encoder} is not a directory")
+            copy_text_encoder(Path(cfg.train.text_encoder), run)
+        elif not run.text_encoder.is_dir():
+            log.info("phase 0: pretraining the text encoder (DAMSM) into %s", run.text_encoder)
+            pretrain_text_encoder(cfg, run.text_encoder, device=str(device), progress_fn=progress_fn)
+    ctx.barrier()
+    if cfg.train.embeddings == "char-cnn-rnn":
+        if dataset.char_cnn_rnn is None:
+            raise DataError(f"--embeddings char-cnn-rnn needs char-CNN-RNN-embeddings.pickle; dataset {cfg.data.dataset} has none")
+        if dataset.char_cnn_rnn.shape[-1] != cfg.model.text_dim:
+            raise UsageError(f"char-CNN-RNN embeddings are {dataset.char_cnn_rnn.shape[-1]}-d but model.text_dim is {cfg.model.text_dim}")
+        dataset.set_embeddings(dataset.char_cnn_rnn)
+        return dataset.char_cnn_rnn
+    encoder = PromptEncoder.load(run.text_encoder, device=device)
+    if encoder.dim != cfg.model.text_dim:
+        raise CheckpointError(
+            f"text encoder in {run.text_encoder} gives {encoder.dim}-d embeddings but model.text_dim is {cfg.model.text_dim}"
+        )
+    embeddings = encode_dataset_captions(encoder, dataset, device=str(device))
+    dataset.set_embeddings(embeddings)
+    return embeddings
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    *,
+    ctx: DistContext | None = None,
+    progress_fn: ProgressFn | None = None,
+) -> TrainResult:
+    """Write config.json, build the data, run phase 0 if needed, then train (resuming if possible)."""
+    from stackgan2.data import build_dataset
+
+    ctx = ctx or DistContext()
+    run = RunDir(Path(run_dir))
+    if ctx.is_main:
+        run.create()
+        run.write_config(cfg)
+    trainer = Trainer(cfg, run.root, ctx=ctx, progress_fn=progress_fn)
+    if ctx.is_main:
+        dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed, progress_fn=progress_fn)
+    ctx.barrier()  # the toy-birds cache is rendered once, by rank 0
+    if not ctx.is_main:
+        dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed)
+    embeddings = prepare_embeddings(cfg, run, dataset, trainer.device, ctx, progress_fn)
+    count = min(SAMPLE_CAPTIONS, len(dataset))
+    sample_embeddings = torch.stack([torch.as_tensor(embeddings[i, 0]) for i in range(count)])
+    sample_captions = [dataset.captions[i][0] for i in range(count)]
+    if ctx.is_main:
+        run.samples.mkdir(parents=True, exist_ok=True)
+        (run.samples / "captions.txt").write_text("".join(f"{c}\n" for c in sample_captions), encoding="utf-8")
+    return trainer.fit(dataset, sample_embeddings, sample_captions)

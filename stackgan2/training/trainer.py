@@ -1,0 +1,411 @@
+"""The StackGAN++ training loop (official hanzhanggit/StackGAN-v2 ``trainer.py`` step order).
+
+Per iteration: one generator forward; for every stage i a discriminator update from three separate
+forward passes (real, wrong, detached fake), conditioned on the detached CA mean; then one generator
+update through all freshly updated discriminators (conditioned on the undetached mean; the
+discriminators' parameters need no gradient there) plus KL and colour consistency; then the G_ema
+update. Losses come from ``stackgan2.losses``; the loop reports through ``progress_fn``.
+
+Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
+randomness from (seed, epoch, index), (b) the epoch's permutation, derived from (seed, epoch), and
+(c) the trainer's own noise generator, whose state is checkpointed. Resuming at (epoch, batch) thus
+replays the same stream, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stackgan2.config import ExperimentConfig
+from stackgan2.device import resolve_device
+from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
+from stackgan2.losses import color_consistency_loss, discriminator_loss, generator_adversarial_loss, kl_loss
+from stackgan2.networks import Generator, build_discriminators, init_weights
+from stackgan2.progress import ProgressFn, report
+from stackgan2.training.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from stackgan2.training.distributed import (
+    DistContext,
+    average_gradients,
+    broadcast_module,
+    gather_tensors,
+)
+from stackgan2.training.rundir import RunDir
+
+log = logging.getLogger("stackgan2.training")
+
+# Architecture-defining fields: a resumed run must keep them.
+FIXED_ON_RESUME = ("model", "data.dataset", "data.data_dir", "data.toy_train_size", "data.toy_seed", "text", "train.embeddings")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    last_checkpoint: Path | None
+    last_stats: dict[str, float]
+    seconds: float
+
+
+class EpochBatches:
+    """Batches of dataset indices for one epoch: a permutation from (seed, epoch), sharded by rank,
+    ``drop_last`` as the official loader, starting at ``start`` (for resume)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, ctx: DistContext, start: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(size, generator=generator).tolist()
+        per_rank = size // ctx.world_size
+        order = order[ctx.rank * per_rank : (ctx.rank + 1) * per_rank]
+        self.batches = [order[i : i + batch_size] for i in range(0, per_rank - batch_size + 1, batch_size)][start:]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def steps_per_epoch(dataset_size: int, batch_size: int, world_size: int = 1) -> int:
+    return (dataset_size // world_size) // batch_size
+
+
+class Trainer:
+    """Owns G, G_ema, the discriminators, their optimisers and the loop."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        *,
+        ctx: DistContext | None = None,
+        progress_fn: ProgressFn | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run = RunDir(Path(run_dir))
+        self.ctx = ctx or DistContext()
+        self.progress_fn = progress_fn
+        self.device = resolve_device(cfg.train.device, self.ctx.local_rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            log.warning("mixed precision (--amp %s) is only used on CUDA; training in float32", cfg.train.amp)
+            self.amp_dtype = None
+
+        torch.manual_seed(cfg.train.seed)
+        m, t = cfg.model, cfg.train
+        self.G = Generator(m).to(self.device)
+        self.discriminators = build_discriminators(m).to(self.device)
+        init_weights(self.G)
+        init_weights(self.discriminators)
+        broadcast_module(self.G, self.ctx)
+        broadcast_module(self.discriminators, self.ctx)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        fused = {"foreach": True} if self.device.type != "cpu" else {}
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **fused)
+        self.opts_D = [
+            torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **fused) for D in self.discriminators
+        ]
+        use_scaler = self.amp_dtype == torch.float16
+        self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(len(self.opts_D) + 1)]
+        self.noise = torch.Generator(device=self.device).manual_seed(t.seed * 7919 + self.ctx.rank)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self._stop_signal: int | None = None
+        self.per_epoch = 1
+
+    # ----------------------------------------------------------------------------------- the step
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _update(self, loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list) -> None:
+        scaler.scale(loss).backward()
+        average_gradients(params, self.ctx)
+        scaler.step(optimizer)
+        scaler.update()
+
+    def _check_finite(self, loss: Tensor, what: str, terms: dict[str, Tensor]) -> None:
+        if not torch.isfinite(loss):
+            bad = [name for name, value in terms.items() if not torch.isfinite(value)] or ["total"]
+            raise TrainingError(
+                f"non-finite {what} loss at step {self.step + 1} (term {', '.join(bad)}); "
+                "training stopped, the last checkpoint is intact (try a lower learning rate)"
+            )
+
+    def train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor) -> dict[str, Tensor]:
+        """One official StackGAN-v2 iteration; returns every loss term (detached tensors)."""
+        t = self.cfg.train
+        batch = embedding.shape[0]
+        z = torch.randn(batch, self.cfg.model.z_dim, device=self.device, generator=self.noise)
+        eps = torch.randn(batch, self.cfg.model.c_dim, device=self.device, generator=self.noise)
+        with self._autocast():
+            fakes, mu, logvar = self.G(z, embedding, eps)
+        stats: dict[str, Tensor] = {}
+
+        condition = mu.detach()
+        for i, (D, opt, scaler) in enumerate(zip(self.discriminators, self.opts_D, self.scalers, strict=False)):
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                real_out = D(real[i], condition)
+                wrong_out = D(wrong[i], condition)
+                fake_out = D(fakes[i].detach(), condition)
+                loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
+            self._check_finite(loss, f"D{i} ({D.resolution} px)", terms)
+            self._update(loss, opt, scaler, list(D.parameters()))
+            stats.update({f"D{i}/{k}": v for k, v in terms.items()})
+            stats[f"D{i}/total"] = loss.detach()
+
+        self.opt_G.zero_grad(set_to_none=True)
+        self.discriminators.requires_grad_(False)
+        try:
+            with self._autocast():
+                adversarial = mu.new_zeros(())
+                for i, D in enumerate(self.discriminators):
+                    loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef)
+                    adversarial = adversarial + loss
+                    stats.update({f"G{i}/{k}": v for k, v in terms.items()})
+                kl = kl_loss(mu.float(), logvar.float())
+                color = color_consistency_loss([f.float() for f in fakes]) if t.color_coef > 0 else kl.new_zeros(())
+                total = adversarial + t.kl_coef * kl + t.color_coef * color
+            stats.update({"G/adversarial": adversarial.detach(), "KL": kl.detach(), "color": color.detach()})
+            self._check_finite(total, "G", {"adversarial": adversarial, "KL": kl, "color": color})
+            self._update(total, self.opt_G, self.scalers[-1], list(self.G.parameters()))
+            stats["G/total"] = total.detach()
+        finally:
+            self.discriminators.requires_grad_(True)
+        self._update_ema()
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.cfg.train.ema_decay)
+        for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+        every = self.cfg.train.ema_to_g_every
+        if every and (self.step + 1) % every == 0:
+            # Official quirk: save_model() loads the averaged weights into the live netG at every snapshot.
+            for p, p_ema in zip(params, ema_params, strict=True):
+                p.copy_(p_ema)
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything needed to resume, as tensors plus JSON-able metadata."""
+        tensors: dict[str, Tensor] = {}
+        for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
+            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        optimizers = {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
+        groups = {}
+        for name, opt in optimizers.items():
+            state = opt.state_dict()
+            for index, entry in state["state"].items():
+                tensors.update({f"{name}.{index}.{k}": torch.as_tensor(v) for k, v in entry.items()})
+            groups[name] = state["param_groups"]
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        noise_state = self.noise.get_state()
+        for rank, state in enumerate(gather_tensors(noise_state.to(self._gather_device()), self.ctx)):
+            tensors[f"rng.noise.{rank}"] = state.cpu()
+        np_state = np.random.get_state()
+        tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
+        py_version, py_state, py_gauss = random.getstate()
+        meta = {
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.ctx.world_size,
+            "config": self.cfg.model_dump(mode="json"),
+            "param_groups": groups,
+            "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "rng_python": [py_version, list(py_state), py_gauss],
+        }
+        return tensors, meta
+
+    def _gather_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def save(self) -> Path | None:
+        tensors, meta = self.state_tensors()  # collective under torchrun: every rank takes part
+        if not self.ctx.is_main:
+            return None
+        return save_checkpoint(self.run.checkpoints, self.step, tensors, meta, self.cfg.train.keep_checkpoints)
+
+    def load_state(self, checkpoint: Checkpoint) -> None:
+        """Restore from a checkpoint; raises CheckpointError if it does not fit this model."""
+        tensors, meta = checkpoint.tensors, checkpoint.meta
+        stored = meta.get("config", {}).get("model")
+        if stored != self.cfg.model.model_dump(mode="json"):
+            raise CheckpointError(
+                f"checkpoint {checkpoint.path} was trained with a different architecture ({_diff(stored, self.cfg.model.model_dump(mode='json'))})"
+            )
+        try:
+            for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
+                module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+            optimizers = {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
+            for name, opt in optimizers.items():
+                state: dict[int, dict[str, Tensor]] = {}
+                for key, value in tensors.items():
+                    if key.startswith(name + "."):
+                        _, index, field = key.split(".")
+                        state.setdefault(int(index), {})[field] = value
+                opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this model: {str(exc).splitlines()[0]}") from None
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        noise = tensors.get(f"rng.noise.{self.ctx.rank}")
+        if noise is not None and meta.get("world_size", 1) == self.ctx.world_size:
+            self.noise.set_state(noise)
+        name, pos, has_gauss, cached = meta["rng_numpy"]
+        np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, state_list, gauss = meta["rng_python"]
+        random.setstate((version, tuple(state_list), gauss))
+        self.step, self.epoch, self.batch_in_epoch = checkpoint.step, int(meta["epoch"]), int(meta["batch_in_epoch"])
+
+    # --------------------------------------------------------------------------------- the loop
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM finish the current step, save a checkpoint and stop (see ``fit``)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: object) -> None:
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _to_device(self, batch: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731
+        return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], move(batch["embedding"]).float()
+
+    def fit(self, dataset, sample_embeddings: Tensor | None = None, sample_captions: list[str] | None = None) -> TrainResult:
+        """Train until ``train.epochs`` (or ``train.max_steps``); resumes from the run's latest checkpoint."""
+        t = self.cfg.train
+        per_epoch = steps_per_epoch(len(dataset), t.batch_size, self.ctx.world_size)
+        if per_epoch == 0:
+            raise StackGAN2Error(
+                f"batch size {t.batch_size} is larger than the {len(dataset)} training images"
+                + (f" per process ({self.ctx.world_size} processes)" if self.ctx.enabled else "")
+            )
+        self.per_epoch = per_epoch
+        total_steps = min(t.max_steps or per_epoch * t.epochs, per_epoch * t.epochs)
+        resumed = latest_checkpoint(self.run.checkpoints)
+        if resumed is not None:
+            self.load_state(resumed)
+            log.info("resuming from %s (step %d, epoch %d)", resumed.path.name, self.step, self.epoch)
+        if self.ctx.is_main:
+            self.run.truncate_stats(self.step)
+        last_checkpoint = resumed.path if resumed else None
+        last_stats: dict[str, float] = {}
+        started = time.perf_counter()
+        loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda"}
+        self.G.train()
+        self.discriminators.train()
+        with self._signals():
+            while self.step < total_steps:
+                dataset.set_epoch(self.epoch)
+                batches = EpochBatches(len(dataset), t.batch_size, t.seed, self.epoch, self.ctx, self.batch_in_epoch)
+                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
+                tick = time.perf_counter()
+                for batch in loader:
+                    real, wrong, embedding = self._to_device(batch)
+                    stats = self.train_step(real, wrong, embedding)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    if self.batch_in_epoch == per_epoch:
+                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    now = time.perf_counter()
+                    seconds, tick = now - tick, now
+                    if self.step % t.log_every == 0 or self.step == total_steps:
+                        last_stats = self._log(stats, seconds, embedding.shape[0] * self.ctx.world_size)
+                    report(self.progress_fn, "train", self.step, total_steps, epoch=self.epoch,
+                           D=sum(v for k, v in last_stats.items() if k.endswith("/total") and k.startswith("D")),
+                           G=last_stats.get("G/total", float("nan")))
+                    if self.step % t.checkpoint_every == 0 or self.step == total_steps:
+                        last_checkpoint = self.save() or last_checkpoint
+                    if self.batch_in_epoch == 0 and self.epoch % t.sample_every == 0 and sample_embeddings is not None:
+                        self.save_samples(sample_embeddings, sample_captions or [], self.epoch)
+                    if self._stop_signal is not None:
+                        if self.step % t.checkpoint_every and self.step != total_steps:
+                            last_checkpoint = self.save() or last_checkpoint
+                        name = signal.Signals(self._stop_signal).name
+                        raise TrainingInterrupted(f"{name} received: saved a checkpoint at step {self.step}; "
+                                                  "run the same command with --resume to continue", self._stop_signal)
+                    if self.step >= total_steps:
+                        break
+        return TrainResult(self.run.root, self.step, self.epoch, last_checkpoint, last_stats, time.perf_counter() - started)
+
+    def _log(self, stats: dict[str, Tensor], seconds: float, images: int) -> dict[str, float]:
+        values = {k: float(v) for k, v in stats.items()}
+        record = {
+            "step": self.step,
+            "epoch": round(self.epoch + self.batch_in_epoch / self.per_epoch, 4),
+            **values,
+            "lr_g": self.opt_G.param_groups[0]["lr"],
+            "lr_d": self.opts_D[0].param_groups[0]["lr"],
+            "sec_per_step": seconds,
+            "images_per_s": images / seconds if seconds > 0 else 0.0,
+            "time": time.time(),
+        }
+        if self.ctx.is_main:
+            self.run.append_stats(record)
+        return values
+
+    @torch.no_grad()
+    def save_samples(self, embeddings: Tensor, captions: list[str], epoch: int) -> Path | None:
+        """``samples/epoch-XXXX.png``: one row per fixed caption, every branch (upscaled) side by side."""
+        if not self.ctx.is_main:
+            return None
+        from stackgan2.imaging import branch_strip_grid
+
+        generator = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + 12345)
+        count = embeddings.shape[0]
+        z = torch.randn(count, self.cfg.model.z_dim, device=self.device, generator=generator)
+        eps = torch.zeros(count, self.cfg.model.c_dim, device=self.device)
+        images, _, _ = self.G_ema(z, embeddings.to(self.device).float(), eps)
+        path = self.run.sample_grid(epoch)
+        branch_strip_grid([im.float().cpu() for im in images], path)
+        return path
+
+
+def _diff(stored: Any, current: dict[str, Any]) -> str:
+    if not isinstance(stored, dict):
+        return "no model config stored"
+    changed = [f"{k}: {stored.get(k)} vs {v}" for k, v in current.items() if stored.get(k) != v]
+    return "; ".join(changed) or "unknown difference"
+
+
+def copy_text_encoder(source: Path, run: RunDir) -> None:
+    """Put the text encoder the run uses into the run directory, so the run dir is self-contained."""
+    if Path(source).resolve() == run.text_encoder.resolve():
+        return
+    tmp = run.root / ".text_encoder.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(run.text_encoder, ignore_errors=True)
+    tmp.rename(run.text_encoder)

@@ -1,0 +1,146 @@
+"""Unit tests of the official StackGAN-v2 step, checkpoints and the epoch sampler (no dataset needed)."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from stackgan2.config import resolve_config
+from stackgan2.errors import CheckpointError, TrainingError
+from stackgan2.training.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from stackgan2.training.distributed import DistContext
+from stackgan2.training.trainer import EpochBatches, Trainer
+
+
+def _batch(cfg, size=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    real = [torch.rand(size, 3, r, r, generator=g) * 2 - 1 for r in cfg.model.resolutions]
+    wrong = [torch.rand(size, 3, r, r, generator=g) * 2 - 1 for r in cfg.model.resolutions]
+    return real, wrong, torch.randn(size, cfg.model.text_dim, generator=g)
+
+
+@pytest.fixture
+def cfg():
+    return resolve_config("tiny", overrides={"train.device": "cpu", "train.color_coef": 1.0})
+
+
+def test_each_network_gets_gradient_once_per_step(cfg, tmp_path):
+    trainer = Trainer(cfg, tmp_path)
+    counts: Counter = Counter()
+    named = [("G", n, p) for n, p in trainer.G.named_parameters()] + [
+        ("D", n, p) for n, p in trainer.discriminators.named_parameters()
+    ]
+    for owner, name, p in named:
+        p.register_hook(lambda grad, key=(owner, name): counts.update([key]))
+    stats = trainer.train_step(*_batch(cfg))
+    # G gets gradient only in the G step (fakes are detached for D); D only in its own step (no
+    # gradient flows into D parameters during the G step).
+    for owner, name, p in named:
+        assert counts[(owner, name)] == 1, (owner, name)
+        assert p.grad is not None and p.grad.abs().sum() > 0, (owner, name)
+    stage_keys = {f"D{i}/{t}" for i in range(3) for t in ("real", "wrong", "fake", "total")}
+    assert stage_keys | {"G0/cond", "G2/uncond", "G/adversarial", "KL", "color", "G/total"} <= set(stats)
+    assert stats["color"] > 0
+
+
+def test_g_step_does_not_change_discriminators(cfg, tmp_path):
+    trainer = Trainer(cfg, tmp_path)
+    after_d = {}
+    original_update = trainer._update
+
+    def spy(loss, optimizer, scaler, params):
+        original_update(loss, optimizer, scaler, params)
+        if optimizer is trainer.opts_D[-1]:
+            after_d.update({k: v.clone() for k, v in trainer.discriminators.named_parameters()})
+
+    trainer._update = spy
+    trainer.train_step(*_batch(cfg))
+    final = dict(trainer.discriminators.named_parameters())
+    assert after_d
+    for key, value in after_d.items():
+        assert torch.equal(final[key], value), key
+
+
+def test_ema_tracks_generator(cfg, tmp_path):
+    trainer = Trainer(cfg, tmp_path)
+    before = [p.clone() for p in trainer.G_ema.parameters()]
+    trainer.train_step(*_batch(cfg))
+    decay = cfg.train.ema_decay
+    for b, ema, p in zip(before, trainer.G_ema.parameters(), trainer.G.parameters(), strict=True):
+        assert torch.allclose(ema, decay * b + (1 - decay) * p, atol=1e-6)
+
+
+def test_non_finite_loss_stops_with_stage_name(cfg, tmp_path):
+    trainer = Trainer(cfg, tmp_path)
+    real, wrong, emb = _batch(cfg)
+    real[1][0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingError, match=r"D1 \(16 px\)"):
+        trainer.train_step(real, wrong, emb)
+
+
+def test_epoch_batches_deterministic_sharded_and_resumable():
+    a = EpochBatches(50, 8, seed=3, epoch=2, ctx=DistContext())
+    b = EpochBatches(50, 8, seed=3, epoch=2, ctx=DistContext())
+    assert a.batches == b.batches and len(a) == 6  # drop_last
+    assert EpochBatches(50, 8, seed=3, epoch=3, ctx=DistContext()).batches != a.batches
+    assert EpochBatches(50, 8, seed=3, epoch=2, ctx=DistContext(), start=4).batches == a.batches[4:]
+    r0 = EpochBatches(50, 4, 3, 2, DistContext(0, 2))
+    r1 = EpochBatches(50, 4, 3, 2, DistContext(1, 2))
+    assert len(r0) == len(r1) == 6
+    assert not set(sum(r0.batches, [])) & set(sum(r1.batches, []))
+
+
+def test_checkpoint_round_trip_keeps_last_k_and_detects_tampering(cfg, tmp_path):
+    trainer = Trainer(cfg, tmp_path)
+    trainer.train_step(*_batch(cfg))
+    tensors, meta = trainer.state_tensors()
+    directory = tmp_path / "checkpoints"
+    for step in (1, 2, 3, 4):
+        save_checkpoint(directory, step, tensors, meta, keep=3)
+    paths = list_checkpoints(directory)
+    assert [p.name for p in paths] == ["step-00000002.safetensors", "step-00000003.safetensors", "step-00000004.safetensors"]
+    assert not list(directory.glob("*.tmp"))
+    ckpt = load_checkpoint(paths[-1])
+    assert ckpt.step == 4 and torch.equal(ckpt.tensors["G.ca.fc.weight"], trainer.G.ca.fc.weight)
+
+    data = bytearray(paths[-1].read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte
+    paths[-1].write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the hash"):
+        load_checkpoint(paths[-1])
+    paths[-2].write_bytes(paths[-2].read_bytes()[:100])  # truncated
+    fallback = latest_checkpoint(directory)
+    assert fallback is not None and fallback.step == 2
+    json.loads(paths[0].with_suffix(".json").read_text())  # sidecar is plain JSON
+
+
+def test_load_state_restores_everything(cfg, tmp_path):
+    first = Trainer(cfg, tmp_path / "a")
+    first.train_step(*_batch(cfg))
+    first.step, first.epoch, first.batch_in_epoch = 1, 0, 1
+    path = first.save()
+    second = Trainer(cfg, tmp_path / "b")
+    second.load_state(load_checkpoint(path))
+    assert second.step == 1 and second.batch_in_epoch == 1
+    a, b = first.state_tensors()[0], second.state_tensors()[0]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the next step is identical
+    s1 = first.train_step(*_batch(cfg, seed=1))
+    s2 = second.train_step(*_batch(cfg, seed=1))
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_checkpoint_of_other_architecture_is_refused(cfg, tmp_path):
+    trainer = Trainer(cfg, tmp_path / "a")
+    path = trainer.save()
+    other = Trainer(resolve_config("tiny", overrides={"model.stage_num": 2, "train.device": "cpu"}), tmp_path / "b")
+    with pytest.raises(CheckpointError, match="stage_num: 3 vs 2"):
+        other.load_state(load_checkpoint(path))
