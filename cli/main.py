@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app) and owns its commands.
-COMMAND_MODULES = ["info", "train", "text"]
+COMMAND_MODULES = ["info", "train", "text", "check"]
 
 
 def _version(value: bool) -> None:

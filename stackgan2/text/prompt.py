@@ -47,6 +47,12 @@ def shorten(text: str, limit: int = 40) -> str:
     return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
+def word_list(words: Sequence[str], limit: int = 5) -> str:
+    """The first ``limit`` words, each cut to 20 characters, comma-separated, for messages."""
+    shown = [w if len(w) <= 20 else w[:19] + "…" for w in words[:limit]]
+    return ", ".join(shown) + (f" and {len(words) - limit} more" if len(words) > limit else "")
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids (B, T) and lengths (B,); an empty sequence becomes one ``<unk>``."""
     sequences = [list(s) or [UNK_ID] for s in sequences]
@@ -125,8 +131,8 @@ class PromptEncoder:
                 raise PromptError(f"prompt {shorten(prompt)} contains no words; describe the image in words")
             if all(i == UNK_ID for i in item.ids):
                 raise PromptError(
-                    f"prompt {shorten(prompt)} has no word the text encoder knows "
-                    f"(unknown: {', '.join(item.unknown)}); known words include: {', '.join(self.vocab.itos[2:12])}"
+                    f"prompt {shorten(prompt)} has no word the text encoder knows (unknown: "
+                    f"{word_list(item.unknown)}); known words include: {word_list(self.vocab.itos[2:12], 10)}"
                 )
             if item.truncated:
                 logger.warning(
@@ -181,9 +187,14 @@ class PromptEncoder:
         config = payload["config"]
         vocab = Vocabulary.load(directory / VOCAB_FILE)
         if len(vocab) != payload["vocab_size"] or vocab.fingerprint != payload["vocab_sha256"]:
+            difference = (
+                f"{len(vocab)} words, the weights were trained with {payload['vocab_size']}"
+                if len(vocab) != payload["vocab_size"]
+                else "same size, other words than the weights were trained with"
+            )
             raise CheckpointError(
-                f"{directory / VOCAB_FILE} does not match the encoder weights ({len(vocab)} words, the weights were "
-                f"trained with {payload['vocab_size']} words and another word list); use the vocab.json saved with them"
+                f"{directory / VOCAB_FILE} does not match the encoder weights ({difference}); "
+                "use the vocab.json saved with them"
             )
         state = _read_safetensors(directory / TEXT_WEIGHTS)
         text_encoder = TextEncoder(len(vocab), config.word_dim, config.dim, config.dropout)

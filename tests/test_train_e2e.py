@@ -1,0 +1,160 @@
+"""End-to-end training on tiny toy-birds renders: the run directory contract, exact resume,
+signals, bad input and two-process (gloo) training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stackgan2.cli.main import app
+
+TINY = ["--preset", "tiny", "--device", "cpu"]
+
+
+def _train(runner, *args: str):
+    return runner.invoke(app, ["--quiet", "train", *TINY, *args])
+
+
+@pytest.fixture(scope="module")
+def text_encoder(tmp_path_factory) -> Path:
+    """One tiny DAMSM text encoder shared by the tests (phase 0 is tested once, below)."""
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("text") / "encoder"
+    result = CliRunner().invoke(app, ["--quiet", "pretrain-text", "--preset", "tiny", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _latest_tensors(run: Path) -> dict[str, torch.Tensor]:
+    newest = sorted((run / "checkpoints").glob("step-*.safetensors"))[-1]
+    return load_file(str(newest))
+
+
+def test_phase0_and_run_directory_contract(runner, tmp_path):
+    run = tmp_path / "run"
+    result = _train(runner, "--run-dir", str(run), "--max-steps", "9")
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["stage_num"] == 3 and config["preset"] == "tiny"
+    assert (run / "text_encoder" / "vocab.json").is_file()
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 10))
+    for key in ("D0/real", "D2/fake", "G1/cond", "G/adversarial", "KL", "color", "sec_per_step", "images_per_s", "epoch"):
+        assert key in records[-1], key
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == [f"step-0000000{s}.{ext}" for s in (4, 8, 9) for ext in ("json", "safetensors")]
+    assert (run / "samples" / "epoch-0001.png").is_file()  # 8 steps per epoch with 64 images / batch 8
+
+
+@pytest.mark.parametrize("stage_num", [1, 2])
+def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
+    run = tmp_path / f"run{stage_num}"
+    result = _train(runner, "--run-dir", str(run), "--stage-num", str(stage_num), "--max-steps", "3",
+                    "--text-encoder", str(text_encoder))
+    assert result.exit_code == 0, result.output
+    tensors = _latest_tensors(run)
+    assert any(k.startswith(f"D.{stage_num - 1}.") for k in tensors)
+    assert not any(k.startswith(f"D.{stage_num}.") for k in tensors)
+
+
+def test_resume_is_bit_identical(runner, tmp_path, text_encoder):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["--text-encoder", str(text_encoder), "--epochs", "2"]
+    assert _train(runner, "--run-dir", str(straight), *common).exit_code == 0
+    assert _train(runner, "--run-dir", str(split), *common, "--max-steps", "5").exit_code == 0  # stops mid-epoch
+    result = _train(runner, "--run-dir", str(split), *common, "--resume")
+    assert result.exit_code == 0, result.output
+    a, b = _latest_tensors(straight), _latest_tensors(split)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.startswith(("G.", "G_ema.", "D.", "opt_")):
+            assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"] for line in (split / "stats.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 17))
+
+
+def test_resume_refuses_architecture_change_and_missing_checkpoint(runner, tmp_path, text_encoder):
+    run = tmp_path / "run"
+    assert _train(runner, "--run-dir", str(run), "--max-steps", "1", "--text-encoder", str(text_encoder)).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    result = _train(runner, "--run-dir", str(run), "--stage-num", "2", "--resume")
+    assert result.exit_code == 2 and "model.stage_num" in result.output
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    result = _train(runner, "--run-dir", str(tmp_path / "empty"), "--resume")
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--epochs", "0"], 2, "train.epochs"),
+        (["--batch-size", "0"], 2, "train.batch_size"),
+        (["--batch-size", "1000"], 1, "larger than"),
+        (["--stage-num", "5"], 2, "model.stage_num"),
+        (["--device", "quantum"], 2, "train.device"),
+    ],
+)
+def test_bad_training_options(runner, tmp_path, text_encoder, args, code, message):
+    result = _train(runner, "--run-dir", str(tmp_path / "r"), "--text-encoder", str(text_encoder), *args)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_tampered_latest_checkpoint_falls_back(runner, tmp_path, text_encoder):
+    run = tmp_path / "run"
+    assert _train(runner, "--run-dir", str(run), "--max-steps", "6", "--text-encoder", str(text_encoder)).exit_code == 0
+    newest = run / "checkpoints" / "step-00000006.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-50])
+    result = _train(runner, "--run-dir", str(run), "--max-steps", "8", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "falling back" in result.output
+    steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, text_encoder):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "stackgan2.cli", "--quiet", "train", *TINY, "--run-dir", str(run),
+           "--text-encoder", str(text_encoder), "--epochs", "200", "--checkpoint-every", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "stats.jsonl").exists() and (run / "stats.jsonl").read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGINT received" in err and "Traceback" not in err
+    saved = list((run / "checkpoints").glob("step-*.safetensors"))
+    assert len(saved) == 1 and saved[0].with_suffix(".json").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_gloo(tmp_path, text_encoder):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           "-m", "stackgan2.cli", "--quiet", "train", *TINY, "--run-dir", str(run), "--text-encoder", str(text_encoder),
+           "--batch-size", "4", "--max-steps", "3"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]  # rank 0 only writes
+    assert records[0]["images_per_s"] > 0
+    assert len(list((run / "checkpoints").glob("*.safetensors"))) == 1
