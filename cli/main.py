@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app) and owns its commands.
-COMMAND_MODULES = ["info", "train", "text", "check"]
+COMMAND_MODULES = ["info", "train", "text", "check", "sample", "evaluate"]
 
 
 def _version(value: bool) -> None:

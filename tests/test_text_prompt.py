@@ -7,11 +7,10 @@ import logging
 
 import pytest
 import torch
-from torch import nn
 
 from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
-from stackgan2.text import ImageEncoder, PromptEncoder, TextEncoder, Vocabulary
+from stackgan2.text import ImageEncoder, PromptEncoder, RegressionHead, TextEncoder, Vocabulary
 
 TEXT = TextConfig(dim=8, word_dim=6, image_size=16, image_width=4)
 CAPTIONS = ["a small red bird with black wings", "a large blue bird with a short yellow beak"]
@@ -20,7 +19,7 @@ CAPTIONS = ["a small red bird with black wings", "a large blue bird with a short
 def make_encoder(head_dim: int | None = None, with_image: bool = True) -> PromptEncoder:
     torch.manual_seed(0)
     vocab = Vocabulary.build(CAPTIONS)
-    head = nn.Linear(TEXT.dim, head_dim) if head_dim else None
+    head = RegressionHead(TEXT.dim, head_dim) if head_dim else None
     image = ImageEncoder(TEXT.dim, TEXT.image_width) if with_image else None
     return PromptEncoder(vocab, TextEncoder(len(vocab), TEXT.word_dim, TEXT.dim), TEXT, head, image, {"r_precision": 0.5})
 

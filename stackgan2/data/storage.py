@@ -187,9 +187,3 @@ def _publish(tmp: Path, directory: Path) -> None:
         if not (directory / META).is_file():  # not a concurrent builder that finished first
             raise
 
-
-def read_lines(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a UTF-8 text file (undecodable bytes become U+FFFD)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return [line.strip() for line in handle if line.strip()]
-

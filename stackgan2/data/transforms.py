@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 BBox = tuple[float, float, float, float]  # x-left, y-top, width, height (CUB bounding_boxes.txt)
 
@@ -69,17 +69,19 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
 def decode_image(path: Path, bbox: BBox | None, short_side: int, exif_transpose: bool = False) -> np.ndarray | str:
     """Read ``path`` as RGB, crop around ``bbox`` if given and scale its shorter side to ``short_side``.
 
-    Returns the (H, W, 3) uint8 array, or a one-line message naming the file when it is missing, not an
-    image or truncated (returned rather than raised so a worker pool can keep going past bad files).
+    Returns the (H, W, 3) uint8 array, or why the file cannot be used (missing, not an image,
+    truncated): returned rather than raised so a worker pool can keep going past bad files.
     """
     try:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened) if exif_transpose else opened
             image = image.convert("RGB")  # decodes every byte: a truncated file fails here
     except FileNotFoundError:
-        return f"missing image {path}"
+        return "no such file"
+    except UnidentifiedImageError:
+        return "not an image (or not a format Pillow reads)"
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return f"cannot read image {path}: {exc}"
+        return str(exc) or type(exc).__name__
     if bbox is not None:
         image = image.crop(bbox_crop_box(bbox, *image.size))
     return np.asarray(scale_short_side(image, short_side))

@@ -27,16 +27,22 @@ def mismatched_candidates(
     n = len(class_ids)
     rng = np.random.default_rng(seed)
     single_class = len(np.unique(class_ids)) < 2
+    other_classes = {} if single_class else {c: np.flatnonzero(class_ids != c) for c in np.unique(class_ids)}
     table = np.empty((n, candidates), dtype=np.int64)
     for i in range(n):
-        eligible = np.flatnonzero(np.arange(n) != i) if single_class else np.flatnonzero(class_ids != class_ids[i])
-        if len(eligible) < candidates - 1:
+        available = n - 1 if single_class else len(other_classes[class_ids[i]])
+        if available < candidates - 1:
             raise DataError(
                 f"R-precision with {candidates} candidates needs {candidates - 1} mismatched captions per sample; "
-                f"sample {i} has only {len(eligible)} (evaluate more samples)"
+                f"sample {i} has only {available} (evaluate more samples)"
             )
+        if single_class:
+            picks = rng.choice(n - 1, size=candidates - 1, replace=False)
+            picks += picks >= i  # skip the sample itself
+        else:
+            picks = rng.choice(other_classes[class_ids[i]], size=candidates - 1, replace=False)
         table[i, 0] = i
-        table[i, 1:] = rng.choice(eligible, size=candidates - 1, replace=False)
+        table[i, 1:] = picks
     return table
 
 

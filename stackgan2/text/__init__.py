@@ -7,7 +7,7 @@ See ``vocab`` (tokenizer and vocabulary), ``encoders`` (``TextEncoder``, ``Image
 
 from __future__ import annotations
 
-from stackgan2.text.encoders import BACKBONES, ImageEncoder, TextEncoder
+from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.pretrain import (
     char_cnn_rnn_cosine,
     encode_dataset_captions,
@@ -24,6 +24,7 @@ __all__ = [
     "EncodedText",
     "ImageEncoder",
     "PromptEncoder",
+    "RegressionHead",
     "TextEncoder",
     "Vocabulary",
     "char_cnn_rnn_cosine",

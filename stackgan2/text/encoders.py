@@ -61,6 +61,28 @@ class TextEncoder(nn.Module):
         return words, sentence
 
 
+class RegressionHead(nn.Module):
+    """Sentence embedding (B, D) -> char-CNN-RNN embedding (B, out_features): an affine map.
+
+    The features are standardised first (BatchNorm without its own affine parameters, a fixed affine
+    map in eval mode): DAMSM only constrains their direction, and their spread across captions is
+    small (about 0.02 per dimension), which would leave a plain linear layer needing weights in
+    the tens and thousands of Adam steps to get there.
+    """
+
+    def __init__(self, dim: int, out_features: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, affine=False)
+        self.linear = nn.Linear(dim, out_features)
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, sentence: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(sentence))
+
+
 def _down(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2)

@@ -28,7 +28,7 @@ from stackgan2.device import resolve_device
 from stackgan2.errors import DataError, TrainingError, UsageError
 from stackgan2.progress import ProgressFn, report
 from stackgan2.text.damsm import regression_loss, sentence_loss, sentence_scores, word_loss
-from stackgan2.text.encoders import BACKBONES, Backbone, ImageEncoder, TextEncoder
+from stackgan2.text.encoders import BACKBONES, Backbone, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.prompt import PromptEncoder, check_output_directory, pad_batch
 from stackgan2.text.vocab import Vocabulary
 
@@ -154,8 +154,13 @@ def fit_prompt_encoder(
     vocab = Vocabulary.build(itertools.chain.from_iterable(train_set.captions), tc.min_count)
     text_encoder = TextEncoder(len(vocab), tc.word_dim, tc.dim, tc.dropout).to(device)
     image_encoder = ImageEncoder(tc.dim, tc.image_width, image_backbone, backbone_weights).to(device)
-    head = nn.Linear(tc.dim, train_set.char_cnn_rnn.shape[-1]).to(device) if regress else None
-    targets = torch.as_tensor(train_set.char_cnn_rnn, dtype=torch.float32) if regress else None
+    head, targets = None, None
+    if regress:
+        targets = torch.as_tensor(train_set.char_cnn_rnn, dtype=torch.float32)
+        head = RegressionHead(tc.dim, targets.shape[-1])
+        with torch.no_grad():  # start from the best constant prediction, the mean embedding
+            head.linear.bias.copy_(targets.mean(dim=(0, 1)))
+        head.to(device)
     modules = [m for m in (text_encoder, image_encoder, head) if m is not None]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.lr, betas=ADAM_BETAS)
@@ -236,9 +241,9 @@ def evaluate_r_precision(
 
     Each image ranks one of its own captions (drawn with ``seed``) against ``candidates - 1``
     captions of images of other classes (other images when the dataset has one class) by cosine
-    similarity; the score is the fraction of images whose own caption ranks first. With fewer images
-    than candidates every eligible caption is a candidate, and ``r_precision_chance`` says what
-    random ranking would score.
+    similarity; the score is the fraction of images whose own caption ranks first (a tie is a miss).
+    With fewer eligible images every one is a candidate: ``r_precision_candidates`` is the largest
+    candidate set used and ``r_precision_chance`` what a random ranking would score.
     """
     if encoder.image_encoder is None:
         raise UsageError("R-precision needs the image encoder; this text encoder was saved without one")
@@ -262,13 +267,14 @@ def evaluate_r_precision(
     scores = sentence_scores(torch.cat(image_features), torch.cat(sentence_features)).cpu().numpy()
     class_ids = np.asarray(dataset.class_ids)[torch.cat(order).numpy()]
     single_class = len(np.unique(class_ids)) < 2
-    hits, chance = 0, 0.0
+    hits, chance, largest = 0, 0.0, 1
     for i in range(n):
         eligible = np.flatnonzero(np.arange(n) != i) if single_class else np.flatnonzero(class_ids != class_ids[i])
         negatives = rng.choice(eligible, size=min(candidates - 1, len(eligible)), replace=False)
         hits += bool(scores[i, i] > scores[i, negatives].max(initial=-math.inf))
         chance += 1 / (1 + len(negatives))
-    return {"r_precision": hits / n, "r_precision_chance": chance / n, "r_precision_candidates": candidates}
+        largest = max(largest, 1 + len(negatives))
+    return {"r_precision": hits / n, "r_precision_chance": chance / n, "r_precision_candidates": largest}
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from torch import nn
 
 from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
-from stackgan2.text.encoders import BACKBONES, ImageEncoder, TextEncoder
+from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
 
 logger = logging.getLogger("stackgan2.text")
@@ -80,7 +80,7 @@ class PromptEncoder:
         vocab: Vocabulary,
         text_encoder: TextEncoder,
         config: TextConfig,
-        head: nn.Linear | None = None,              # sentence (D) -> char-CNN-RNN space (1024)
+        head: RegressionHead | None = None,         # sentence (D) -> char-CNN-RNN space (1024)
         image_encoder: ImageEncoder | None = None,  # kept so the directory stays a full DAMSM model
         metrics: dict[str, Any] | None = None,      # pretraining metrics, stored in config.json
     ) -> None:
@@ -202,7 +202,7 @@ class PromptEncoder:
         head = None
         head_state = _prefixed(state, "head.")
         if head_state:
-            head = nn.Linear(config.dim, payload["output_dim"])
+            head = RegressionHead(config.dim, payload["output_dim"])
             _load_state(head, head_state, directory / TEXT_WEIGHTS)
         elif payload["output_dim"] != config.dim:
             raise CheckpointError(f"{directory / TEXT_WEIGHTS} lacks the regression head that config.json describes")
@@ -283,9 +283,13 @@ def write_directory_atomically(directory: Path, write: Callable[[Path], None]) -
     check_output_directory(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any directory
         for path in tmp.iterdir():
+            os.chmod(path, 0o666 & ~umask)
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
         if directory.exists():

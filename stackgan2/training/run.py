@@ -32,7 +32,7 @@ def prepare_config(
 
     A run directory that already has checkpoints is continued (``--resume`` or re-running the same
     ``--name``): its stored config is the base, and only the options given now override it; options
-    that change the architecture or data are refused.
+    that change the architecture or data are refused. ``train.max_steps`` is not carried over.
     """
     run = RunDir(Path(run_dir))
     has_checkpoint = bool(list_checkpoints(run.checkpoints))
@@ -41,6 +41,8 @@ def prepare_config(
     if not has_checkpoint:
         return resolve_config(preset, config_file, overrides), False
     stored = run.read_config()
+    # --max-steps limits one invocation; a resumed run trains to its epochs unless given again.
+    stored = stored.model_copy(update={"train": stored.train.model_copy(update={"max_steps": None})})
     cfg = apply_overrides(stored, config_file, overrides)
     changed = changed_fields(stored, cfg, FIXED_ON_RESUME)
     if changed:

@@ -1,0 +1,342 @@
+"""``stackgan2 eval``: generate images for the test captions and compute FID, IS, R-precision, attribute accuracy.
+
+Protocol (StackGAN++ section 5.1): ``num_samples`` images (30,000 in the paper) from the test split's
+captions; sample ``i`` uses test image ``j = i mod N`` and its caption number ``(i div N)`` (cycling),
+so 2,933 CUB test images x 10 captions give 29,330 distinct prompts before any repeats. Sample ``i``
+gets the noise of ``pipe([caption], seed=seed + i)``, i.e. image 0 of seed ``seed + i``, so every sample
+can be regenerated on its own.
+
+- FID against the test split's real images (at the final branch's resolution), on Inception-v3
+  pool3 features when ``inception_weights`` is given, else on the dataset classifier's features.
+- Inception Score (10 splits) with the dataset classifier's class probabilities (the paper's
+  protocol: a network fine-tuned on the dataset), else with ImageNet Inception-v3.
+- R-precision with the DAMSM text and image encoders (AttnGAN protocol; see ``r_precision``).
+- toy-birds attribute accuracy: generated images whose predicted body and wing colour equal those of
+  the test image whose caption was the prompt; the same classifier on the real test images is the
+  ceiling.
+Generated images are quantised to uint8 first, exactly as they would be saved as PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stackgan2.config import apply_overrides
+from stackgan2.device import resolve_device
+from stackgan2.errors import UsageError
+from stackgan2.imaging import to_uint8
+from stackgan2.io import sha256_file
+from stackgan2.metrics.classifier import (
+    CLASS_HEAD,
+    PROMPT_ATTRIBUTES,
+    check_classifier_matches,
+    head_accuracies,
+    load_classifier,
+)
+from stackgan2.metrics.frechet import fid_from_features
+from stackgan2.metrics.inception import load_inception
+from stackgan2.metrics.inception_score import IS_SPLITS, inception_score
+from stackgan2.metrics.r_precision import R_PRECISION_CANDIDATES, mismatched_candidates, r_precision
+from stackgan2.progress import ProgressFn, report
+
+logger = logging.getLogger("stackgan2.metrics")
+
+METRICS = ("fid", "is", "r-precision", "attributes")
+PAPER_NUM_SAMPLES = 30000  # StackGAN++ section 5.1: IS and FID on 30,000 samples from test captions
+
+
+def parse_metrics(text: str) -> list[str]:
+    """``"fid,is"`` -> ``["fid", "is"]``; unknown names are a ``UsageError``."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise UsageError(f"unknown metric {', '.join(unknown) or repr(text)}; valid: {', '.join(METRICS)}")
+    return list(dict.fromkeys(names))
+
+
+def sample_plan(num_captions: Sequence[int], num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image index, caption index) of every sample: image ``i mod N``, caption ``(i div N) mod count``."""
+    n = len(num_captions)
+    i = np.arange(num_samples)
+    images = i % n
+    captions = (i // n) % np.asarray(num_captions)[images]
+    return images, captions
+
+
+def sample_noise(seeds: Sequence[int], z_dim: int, c_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z (N, z_dim) and CA eps (N, c_dim) as ``Text2ImagePipeline`` draws image 0 of each seed (z, then eps)."""
+    z, eps = torch.empty(len(seeds), z_dim), torch.empty(len(seeds), c_dim)
+    for row, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(int(seed))
+        z[row] = torch.randn(z_dim, generator=generator)
+        eps[row] = torch.randn(c_dim, generator=generator)
+    return z, eps
+
+
+@torch.no_grad()
+def generate_final_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[np.ndarray, Any]:
+    """uint8 (N, R, R, 3) final-branch images, prompt ``n`` with the noise of seed ``seeds[n]``, and the encoded prompts.
+
+    Image ``n`` equals ``pipe([prompts[n]], seed=seeds[n]).images[0]``; unlike one pipeline call per
+    prompt, the whole batch goes through G_ema at once.
+    """
+    encoded = pipe.text_encoder.encode(prompts, device=pipe.device)
+    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.c_dim)
+    final = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device))[0][-1]
+    return to_uint8(final), encoded
+
+
+def weights_sha256(*modules: torch.nn.Module) -> str:
+    """A hash of the modules' weights (names, dtypes, shapes, bytes): identifies the evaluated model."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            array = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{array.dtype}:{tuple(array.shape)}".encode())
+            digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    return digest.hexdigest()
+
+
+def find_damsm_encoder(model: Path) -> Path | None:
+    """The text-encoder directory beside a run directory or checkpoint file (it keeps the DAMSM image encoder)."""
+    model = Path(model)
+    candidates = [model.parent.parent / "text_encoder"] if model.is_file() else [model / "text_encoder"]
+    return next((c for c in candidates if (c / "image_encoder.safetensors").is_file()), None)
+
+
+@contextlib.contextmanager
+def _quiet_prompt_warnings() -> Iterator[None]:
+    """Per-prompt truncation warnings would repeat thousands of times; they are summarised instead."""
+    text_logger = logging.getLogger("stackgan2.text")
+    level = text_logger.level
+    text_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        text_logger.setLevel(level)
+
+
+def _to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> (B, 3, H, W) in [-1, 1] on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class _Judges:
+    """The networks that look at images, each loaded once, and what each one yields per batch."""
+
+    def __init__(self, wanted: list[str], classifier: Any, inception: Any, damsm: Any, damsm_size: int) -> None:
+        self.wanted, self.classifier, self.inception = wanted, classifier, inception
+        self.damsm, self.damsm_size = damsm, damsm_size
+        self.fid_net = inception if inception is not None else classifier
+        self.is_net = classifier if classifier is not None else inception
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, damsm: bool) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        cached: dict[int, dict[str, torch.Tensor]] = {}
+
+        def run(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+            if id(net) not in cached:
+                cached[id(net)] = net(images)
+            return cached[id(net)]
+
+        if "fid" in self.wanted:
+            out["features"] = run(self.fid_net)["features"].double().cpu().numpy()
+        if "is" in self.wanted:
+            out["probabilities"] = torch.softmax(run(self.is_net)[CLASS_HEAD].double(), dim=1).cpu().numpy()
+        if "attributes" in self.wanted:
+            outputs = run(self.classifier)
+            for name in self.classifier.spec.attributes:
+                out[f"attr:{name}"] = outputs[name].argmax(dim=1).cpu().numpy()
+        if damsm and "r-precision" in self.wanted:
+            resized = torch.nn.functional.interpolate(
+                images, size=(self.damsm_size, self.damsm_size), mode="bilinear", align_corners=False, antialias=True
+            )
+            out["damsm"] = self.damsm.image_encoder(resized)[1].double().cpu().numpy()
+        return out
+
+
+def _collect(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
+
+
+def _choose_metrics(
+    requested: Sequence[str] | None, classifier: Path | None, inception: Path | None, damsm: Path | None,
+    has_attributes: bool,
+) -> list[str]:
+    """The requested metrics (each checked for what it needs), or every metric the inputs allow."""
+    needs = {
+        "fid": (classifier or inception, "--classifier DIR (stackgan2 train-classifier) or --inception-weights PATH"),
+        "is": (classifier or inception, "--classifier DIR (stackgan2 train-classifier) or --inception-weights PATH"),
+        "r-precision": (damsm, "a DAMSM text encoder with its image encoder (--text-encoder DIR, e.g. runs/<name>/text_encoder)"),
+        "attributes": (classifier if has_attributes else None,
+                       "a dataset with ground-truth attributes (toy-birds) and --classifier DIR trained on it"),
+    }
+    if requested is None:
+        chosen = [name for name in METRICS if needs[name][0] is not None]
+        if not chosen:
+            raise UsageError(f"nothing to evaluate: pass {needs['fid'][1]}")
+        return chosen
+    for name in requested:
+        if name not in needs:
+            raise UsageError(f"unknown metric {name!r}; valid: {', '.join(METRICS)}")
+        if needs[name][0] is None:
+            raise UsageError(f"metric {name} needs {needs[name][1]}")
+    return list(dict.fromkeys(requested))
+
+
+def evaluate_model(
+    model: Path,
+    *,
+    data_overrides: dict[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
+    num_samples: int = PAPER_NUM_SAMPLES,
+    classifier: Path | None = None,
+    inception_weights: Path | None = None,
+    text_encoder: Path | None = None,
+    batch_size: int = 50,
+    device: str = "auto",
+    seed: int = 0,
+    progress_fn: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Evaluate a pipeline directory, run directory or checkpoint; returns the JSON-ready report.
+
+    The dataset is the model's own, changed by ``data_overrides`` (dotted keys such as
+    ``{"data.dataset": "cub", "data.data_dir": path}``); ``metrics=None`` computes every metric the
+    given networks allow; ``text_encoder`` (the DAMSM judge for R-precision) defaults to the model's
+    run's ``text_encoder/``. Report keys: ``metrics``, ``num_samples``, ``model`` (path, weights
+    sha256), ``dataset`` (name, test images, sha256 of captions, classes and real pixels),
+    ``feature_extractors`` (what each metric used), ``seed``, ``seconds``.
+    """
+    from stackgan2.data import build_dataset
+    from stackgan2.pipeline import Text2ImagePipeline
+    from stackgan2.text import PromptEncoder
+
+    if num_samples < 1 or batch_size < 1:
+        raise UsageError(f"--num-samples and --batch-size must be positive, got {num_samples} and {batch_size}")
+    start_time = time.perf_counter()
+    dev = resolve_device(device)
+    pipe = Text2ImagePipeline.from_pretrained(model, device=dev)
+    data = apply_overrides(pipe.config, overrides=data_overrides).data
+    damsm_dir = text_encoder if text_encoder is not None else find_damsm_encoder(model)
+    if text_encoder is not None and not (Path(text_encoder) / "image_encoder.safetensors").is_file():
+        raise UsageError(f"{text_encoder} holds no DAMSM image encoder (image_encoder.safetensors); R-precision needs one")
+    dataset = build_dataset(data, "test", image_sizes=[pipe.config.model.resolutions[-1]], augment=False, seed=seed,
+                            progress_fn=progress_fn)
+    attribute_values = dataset.attribute_values if dataset.attributes is not None else None
+    has_attributes = attribute_values is not None and all(a in attribute_values for a in PROMPT_ATTRIBUTES)
+    wanted = _choose_metrics(metrics, classifier, inception_weights, damsm_dir, has_attributes)
+
+    images_idx, captions_idx = sample_plan([len(c) for c in dataset.captions], num_samples)
+    prompts = [dataset.captions[j][k] for j, k in zip(images_idx, captions_idx, strict=True)]
+    class_ids = np.asarray(dataset.class_ids)
+    candidates = mismatched_candidates(class_ids[images_idx], R_PRECISION_CANDIDATES, seed) if "r-precision" in wanted else None
+    if "is" in wanted and num_samples < IS_SPLITS:
+        raise UsageError(f"the Inception Score needs at least {IS_SPLITS} samples (--num-samples), got {num_samples}")
+
+    clf_net = inception_net = damsm = None
+    described: dict[str, str] = {}
+    if classifier is not None:
+        clf_net, clf_payload = load_classifier(classifier, dev)
+        check_classifier_matches(clf_net.spec, data.dataset, int(dataset.num_classes), attribute_values, classifier)
+        described["classifier"] = (
+            f"classifier {classifier} ({clf_net.spec.arch}, {clf_net.feature_dim}-d features, "
+            f"{clf_net.spec.num_classes} classes, weights sha256 {clf_payload['weights_sha256'][:16]})"
+        )
+    if inception_weights is not None:
+        inception_net = load_inception(inception_weights, dev)
+        described["inception"] = (
+            f"inception_v3 {inception_weights} (torchvision ImageNet, pool3 2048-d / 1000 classes, "
+            f"sha256 {sha256_file(Path(inception_weights))[:16]})"
+        )
+    extractors = {
+        "fid": described["inception" if inception_net is not None else "classifier"] if "fid" in wanted else None,
+        "is": described["classifier" if clf_net is not None else "inception"] if "is" in wanted else None,
+        "attributes": described["classifier"] if "attributes" in wanted else None,
+    }
+    if "r-precision" in wanted:
+        damsm = PromptEncoder.load(damsm_dir, device=dev)
+        extractors["r-precision"] = f"DAMSM text + image encoders {damsm_dir} ({damsm.image_encoder.backbone} image encoder)"
+    judges = _Judges(wanted, clf_net, inception_net, damsm, damsm.config.image_size if damsm is not None else 0)
+
+    # Real test images: FID reference statistics, reference IS and the attribute ceiling.
+    real_size = pipe.config.model.resolutions[-1]
+    digest = hashlib.sha256()
+    for caps in dataset.captions:
+        digest.update(("\x1f".join(caps) + "\x1e").encode("utf-8"))
+    digest.update(class_ids.astype(np.int64).tobytes())
+    real_parts = []
+    n_real = len(dataset.captions)
+    for start in range(0, n_real, batch_size):
+        batch = np.stack([dataset.real_image(j, real_size) for j in range(start, min(start + batch_size, n_real))])
+        digest.update(batch.tobytes())
+        real_parts.append(judges(_to_float(batch, dev), damsm=False))
+        report(progress_fn, "real test images", min(start + batch_size, n_real), n_real)
+    real = _collect(real_parts)
+
+    # Generated images.
+    gen_parts, sentence_parts, truncated, with_unknown = [], [], 0, 0
+    with _quiet_prompt_warnings(), torch.no_grad():
+        for start in range(0, num_samples, batch_size):
+            batch_prompts = prompts[start : start + batch_size]
+            final, encoded = generate_final_images(pipe, batch_prompts, range(seed + start, seed + start + len(batch_prompts)))
+            truncated += sum(encoded.truncated)
+            with_unknown += sum(bool(u) for u in encoded.unknown)
+            gen_parts.append(judges(_to_float(final, dev), damsm=True))
+            if damsm is not None:
+                sentence_parts.append(damsm.text_encoder(*_token_batch(damsm, batch_prompts, dev))[1].double().cpu().numpy())
+            report(progress_fn, "generate and judge", min(start + batch_size, num_samples), num_samples)
+    if truncated or with_unknown:
+        logger.warning("%d of %d prompts were cut to the text encoder's word limit; %d contain words it does not know",
+                       truncated, num_samples, with_unknown)
+    generated = _collect(gen_parts)
+
+    results: dict[str, Any] = {}
+    if "fid" in wanted:
+        results["fid"] = fid_from_features(generated["features"], real["features"])
+    if "is" in wanted:
+        mean, std = inception_score(generated["probabilities"], IS_SPLITS)
+        results["inception_score"] = {"mean": mean, "std": std, "splits": IS_SPLITS}
+        if len(real["probabilities"]) >= IS_SPLITS:
+            real_mean, real_std = inception_score(real["probabilities"], IS_SPLITS)
+            results["inception_score_real"] = {"mean": real_mean, "std": real_std, "splits": IS_SPLITS}
+    if "r-precision" in wanted:
+        value = r_precision(generated["damsm"], np.concatenate(sentence_parts), candidates)
+        results["r_precision"] = {"value": value, "candidates": R_PRECISION_CANDIDATES, "chance": 1 / R_PRECISION_CANDIDATES}
+    if "attributes" in wanted:
+        names = list(clf_net.spec.attributes)
+        truth_gen = {n: np.asarray(dataset.attributes[n])[images_idx] for n in names}
+        truth_real = {n: np.asarray(dataset.attributes[n]) for n in names}
+        acc_gen = head_accuracies({n: generated[f"attr:{n}"] for n in names}, truth_gen)
+        acc_real = head_accuracies({n: real[f"attr:{n}"] for n in names}, truth_real)
+        results["attribute_accuracy"] = {
+            "generated": acc_gen["prompt_attributes"],
+            "real": acc_real["prompt_attributes"],
+            "attributes": list(PROMPT_ATTRIBUTES),
+            "per_attribute": {n: {"generated": acc_gen[n], "real": acc_real[n]} for n in names},
+        }
+    return {
+        "metrics": results,
+        "num_samples": num_samples,
+        "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, pipe.text_encoder.text_encoder)},
+        "dataset": {"name": data.dataset, "split": "test", "images": n_real, "resolution": real_size,
+                    "sha256": digest.hexdigest()},
+        "feature_extractors": {k: v for k, v in extractors.items() if v is not None},
+        "seed": seed,
+        "seconds": time.perf_counter() - start_time,
+    }
+
+
+def _token_batch(encoder: Any, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    from stackgan2.text.prompt import pad_batch
+
+    return pad_batch([encoder.vocab.encode(p, encoder.config.max_words).ids for p in prompts], device)

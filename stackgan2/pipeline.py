@@ -1,0 +1,539 @@
+"""``Text2ImagePipeline``: sentences -> images with a trained StackGAN++ (text encoder + G_ema + config).
+
+A pipeline directory, written by ``save_pretrained`` (``stackgan2 export``), holds::
+
+    config.json             {"format": "stackgan2-pipeline", "version": 1, "dtype": "float32" | "float16",
+                             "sha256": {relative file: hash}, "config": <ExperimentConfig>}
+    generator.safetensors   the G_ema state dict
+    text_encoder/           ``PromptEncoder.save`` (the text side only, no DAMSM image encoder)
+
+``from_pretrained`` also reads a training run directory (its newest checkpoint that verifies) or one
+checkpoint file (its text encoder is then ``<run>/text_encoder``, two levels up). Files are checked
+against the hashes in config.json or in the checkpoint sidecar, and nothing is ever unpickled.
+
+Noise: image ``k`` of every prompt comes from a CPU ``torch.Generator`` seeded ``seed + k`` (z first,
+then the conditioning-augmentation eps, as the official sampler draws a fresh CA sample). So the same
+seed gives the same noise on every device and batch size, all prompts share their noise (easy to
+compare), and image ``k`` of seed ``s`` is image 0 of seed ``s + k``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from stackgan2.config import ExperimentConfig
+from stackgan2.errors import CheckpointError, UsageError
+from stackgan2.imaging import branch_strip, save_png, to_pil
+from stackgan2.io import sha256_file
+from stackgan2.networks import Generator
+from stackgan2.text import PromptEncoder
+
+PIPELINE_FORMAT = "stackgan2-pipeline"
+PIPELINE_VERSION = 1
+CONFIG_FILE = "config.json"
+GENERATOR_FILE = "generator.safetensors"
+TEXT_ENCODER_DIR = "text_encoder"
+MAX_IMAGES_PER_PROMPT = 256
+MAX_INTERPOLATION_STEPS = 64
+MAX_SEED = 2**63 - 1 - MAX_IMAGES_PER_PROMPT
+_EXPECTED = (
+    "expected a pipeline directory (stackgan2 export), a run directory (runs/<name>) "
+    "or a checkpoint file (runs/<name>/checkpoints/step-XXXXXXXX.safetensors)"
+)
+
+Device = torch.device | str | None
+
+
+def shipped_model_dir() -> Path | None:
+    """The pretrained toy-birds pipeline installed with the package (``stackgan2.assets/toy-birds``), if any."""
+    candidate = Path(str(resources.files("stackgan2.assets").joinpath("toy-birds")))
+    return candidate if (candidate / CONFIG_FILE).is_file() else None
+
+
+def default_model() -> Path:
+    """The shipped model, or a ``CheckpointError`` telling the user to name one."""
+    found = shipped_model_dir()
+    if found is None:
+        raise CheckpointError(
+            "no pretrained model is shipped with this installation (stackgan2/assets/toy-birds is missing); "
+            f"pass one with --model: {_EXPECTED}"
+        )
+    return found
+
+
+def slugify(text: str, limit: int = 48) -> str:
+    """A file-name-safe, lower-case, dash-separated version of ``text`` (``'prompt'`` if nothing is left)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+    return slug[:limit].rstrip("-") or "prompt"
+
+
+def check_output_dir(directory: Path) -> None:
+    """Refuse an output path that exists and is not a directory (checked before generating anything)."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise UsageError(f"output path {directory} exists and is not a directory; pass a directory for the images")
+
+
+def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str], columns: int, padding: int = 6) -> Image.Image:
+    """Images in a grid of ``columns`` columns on white, each with its caption (wrapped, <= 3 lines) below."""
+    if len(images) != len(captions) or not images:
+        raise ValueError(f"need one caption per image and at least one image, got {len(images)} / {len(captions)}")
+    font = ImageFont.load_default()
+    cell_w = max(96, max(image.width for image in images))
+    cell_h = max(image.height for image in images)
+    line_h = int(font.getbbox("Ag")[3]) + 2
+    wrapped = [_wrap(caption, font, cell_w) for caption in captions]
+    caption_h = line_h * max(len(lines) for lines in wrapped) + padding
+    columns = max(1, min(columns, len(images)))
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new(
+        "RGB", (padding + columns * (cell_w + padding), padding + rows * (cell_h + caption_h + padding)), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    for n, (image, lines) in enumerate(zip(images, wrapped, strict=True)):
+        x = padding + (n % columns) * (cell_w + padding)
+        y = padding + (n // columns) * (cell_h + caption_h + padding)
+        sheet.paste(image, (x + (cell_w - image.width) // 2, y))
+        for i, line in enumerate(lines):
+            left = x + (cell_w - int(font.getlength(line))) // 2
+            draw.text((left, y + cell_h + padding // 2 + i * line_h), line, fill="black", font=font)
+    return sheet
+
+
+def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int, max_lines: int = 3) -> list[str]:
+    """Greedy word wrap to ``width`` pixels; a cut-off caption ends with '...'."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] += "..."
+    return lines
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between vectors ``a`` and ``b`` (D,) at positions ``t`` (T,) -> (T, D)."""
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    t = t[:, None]
+    if omega.abs() < 1e-4:  # (anti)parallel: the sine formula is 0/0, straight lines are exact enough
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def _as_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL images -> (N, 3, H, W) in [-1, 1] (the exact inverse of ``imaging.to_pil``)."""
+    array = np.stack([np.asarray(image.convert("RGB")) for image in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    """Generated images, image ``n`` at every branch, with what the user should be told about the prompts."""
+
+    branches: list[list[Image.Image]]   # branches[i][n]: image n at branch i (resolutions[i] px)
+    captions: list[str]                 # what image n shows: its prompt (interpolations: the position)
+    indices: list[int]                  # image n is number indices[n] of its prompt (noise seed: seed + index)
+    seed: int                           # the base seed; pass it again to get the same images
+    resolutions: list[int]
+    unknown: list[list[str]]            # per input prompt, the words the text encoder does not know
+    truncated: list[bool]               # per input prompt, whether words beyond text.max_words were dropped
+
+    @property
+    def images(self) -> list[Image.Image]:
+        """The final (highest-resolution) branch."""
+        return self.branches[-1]
+
+    def strips(self, padding: int = 2) -> list[Image.Image]:
+        """Every branch of each image upscaled (nearest) to the final resolution, side by side."""
+        return to_pil(branch_strip([_as_tensor(images) for images in self.branches], padding))
+
+    def sheet(self, columns: int, all_stages: bool = False) -> Image.Image:
+        """A captioned contact sheet of the final images (or of the branch strips)."""
+        return contact_sheet(self.strips() if all_stages else self.images, self.captions, columns)
+
+    def save(self, out_dir: Path, all_stages: bool = False, grid: bool = False) -> list[Path]:
+        """Write PNGs into ``out_dir`` (each atomically) and return their paths.
+
+        One file per image, named ``<prompt-slug>_seed<seed>_<index>_<resolution>px.png`` (with
+        ``all_stages`` the branch strip, ``..._64-128-256px.png``), or with ``grid`` one captioned
+        contact sheet ``grid_seed<seed>_<count>images_<resolution>px.png``, one row per prompt when
+        each prompt has 2 to 8 images.
+        """
+        out_dir = Path(out_dir)
+        check_output_dir(out_dir)
+        pictures = self.strips() if all_stages else self.images
+        res = "-".join(map(str, self.resolutions)) if all_stages else str(self.resolutions[-1])
+        if grid:
+            per_prompt = len(set(self.indices))
+            columns = per_prompt if 1 < per_prompt <= 8 else min(8, len(pictures))
+            path = out_dir / f"grid_seed{self.seed}_{len(pictures)}images_{res}px.png"
+            save_png(np.asarray(contact_sheet(pictures, self.captions, columns)), path)
+            return [path]
+        slugs: dict[str, str] = {}
+        for caption in dict.fromkeys(self.captions):  # distinct prompts whose slugs clash get -2, -3, ...
+            slug, number = slugify(caption), 1
+            while (slug if number == 1 else f"{slug}-{number}") in slugs.values():
+                number += 1
+            slugs[caption] = slug if number == 1 else f"{slug}-{number}"
+        paths: dict[Path, None] = {}
+        for picture, caption, index in zip(pictures, self.captions, self.indices, strict=True):
+            path = out_dir / f"{slugs[caption]}_seed{self.seed}_{index:03d}_{res}px.png"
+            if path not in paths:
+                save_png(np.asarray(picture), path)
+                paths[path] = None
+        return list(paths)
+
+
+class Text2ImagePipeline:
+    """Text encoder (with its vocabulary) + ``G_ema`` + the ``ExperimentConfig`` they were trained with.
+
+    ``pipe(["a small red bird"], seed=0).images`` -> PIL images of the final branch.
+    """
+
+    def __init__(self, generator: Generator, text_encoder: PromptEncoder, config: ExperimentConfig) -> None:
+        if text_encoder.dim != config.model.text_dim:
+            raise ValueError(f"text encoder gives {text_encoder.dim}-d embeddings, model.text_dim is {config.model.text_dim}")
+        self.generator = generator.eval().requires_grad_(False)
+        self.text_encoder = text_encoder
+        self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def to(self, device: torch.device | str) -> Text2ImagePipeline:
+        self.generator.to(device)
+        self.text_encoder.to(device)
+        return self
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path: Path, device: Device = None) -> Text2ImagePipeline:
+        """Load a pipeline directory, a run directory (newest valid checkpoint) or one checkpoint file."""
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"model not found: {path} ({_EXPECTED})")
+        if path.is_file():
+            if path.suffix != ".safetensors":
+                raise CheckpointError(f"{path} is not a model: {_EXPECTED}")
+            from stackgan2.training.checkpoint import load_checkpoint
+
+            pipe = cls._from_checkpoint(load_checkpoint(path), path.parent.parent / TEXT_ENCODER_DIR)
+        elif (path / "checkpoints").is_dir():
+            from stackgan2.training.checkpoint import latest_checkpoint
+
+            checkpoint = latest_checkpoint(path / "checkpoints")
+            if checkpoint is None:
+                raise CheckpointError(f"run directory {path} has no valid checkpoint yet (see train.checkpoint_every)")
+            pipe = cls._from_checkpoint(checkpoint, path / TEXT_ENCODER_DIR)
+        elif (path / CONFIG_FILE).is_file():
+            pipe = cls._from_pipeline_dir(path)
+        else:
+            raise CheckpointError(f"{path} is not a model: {_EXPECTED}")
+        return pipe.to(device) if device is not None else pipe
+
+    @classmethod
+    def _from_checkpoint(cls, checkpoint: Any, text_dir: Path) -> Text2ImagePipeline:
+        config = _validate_config(checkpoint.meta.get("config"), checkpoint.path)
+        state = {k.removeprefix("G_ema."): v for k, v in checkpoint.tensors.items() if k.startswith("G_ema.")}
+        if not state:
+            raise CheckpointError(f"{checkpoint.path} holds no G_ema weights")
+        return _assemble(_build_generator(config, state, checkpoint.path), _load_text_encoder(text_dir), config)
+
+    @classmethod
+    def _from_pipeline_dir(cls, directory: Path) -> Text2ImagePipeline:
+        payload = _read_pipeline_config(directory / CONFIG_FILE)
+        for name, digest in payload["sha256"].items():
+            file = directory / name
+            if not file.is_file():
+                raise CheckpointError(f"pipeline directory {directory} is incomplete: {name} is missing")
+            if sha256_file(file) != digest:
+                raise CheckpointError(f"{file} does not match its hash in {CONFIG_FILE} (truncated, corrupt or tampered)")
+        config = _validate_config(payload["config"], directory / CONFIG_FILE)
+        try:
+            state = load_file(str(directory / GENERATOR_FILE))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{directory / GENERATOR_FILE} is not a readable safetensors file: {exc}") from None
+        generator = _build_generator(config, state, directory / GENERATOR_FILE)
+        return _assemble(generator, _load_text_encoder(directory / TEXT_ENCODER_DIR), config)
+
+    def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
+        """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
+
+        Local paths in the config (data and cache folders, the text encoder source) are cleared: they
+        mean nothing on another machine. Loading casts the weights back to float32.
+        """
+        directory = Path(directory)
+        dtype = torch.float16 if fp16 else torch.float32
+        config = self.config.model_copy(
+            update={
+                "data": self.config.data.model_copy(update={"data_dir": None, "cache_dir": None}),
+                "train": self.config.train.model_copy(update={"text_encoder": None}),
+            }
+        )
+
+        def write(tmp: Path) -> None:
+            state = {k: _cast(v, dtype) for k, v in self.generator.state_dict().items()}
+            save_file(state, str(tmp / GENERATOR_FILE))
+            _text_side(self.text_encoder, dtype).save(tmp / TEXT_ENCODER_DIR)
+            files = sorted(p for p in tmp.rglob("*") if p.is_file())
+            payload = {
+                "format": PIPELINE_FORMAT,
+                "version": PIPELINE_VERSION,
+                "dtype": str(dtype).removeprefix("torch."),
+                "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+                "config": config.model_dump(mode="json"),
+            }
+            (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+        _write_directory(directory, write)
+        return directory
+
+    # ------------------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompts: str | Sequence[str],
+        num_images_per_prompt: int = 1,
+        seed: int | None = None,
+        truncation: float | None = None,
+        device: Device = None,
+        batch_size: int = 16,
+    ) -> PipelineOutput:
+        """``num_images_per_prompt`` images of every prompt; ``truncation`` clamps |z| (truncated noise).
+
+        ``seed=None`` draws a random seed (reported as ``output.seed``). Unusable prompts raise
+        ``PromptError``; unknown words are reported in ``output.unknown``.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        _check_range("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
+        seed = _resolve_seed(seed)
+        if device is not None:
+            self.to(device)
+        encoded = self.text_encoder.encode(prompts, device=self.device)
+        n = num_images_per_prompt
+        z, eps = self._noise(range(seed, seed + n))
+        z = _truncate(z, truncation)
+        branches = self._generate(
+            encoded.embeddings.repeat_interleave(n, dim=0), z.repeat(len(prompts), 1), eps.repeat(len(prompts), 1), batch_size
+        )
+        return PipelineOutput(
+            branches,
+            [p for p in prompts for _ in range(n)],
+            list(range(n)) * len(prompts),
+            seed,
+            self.config.model.resolutions,
+            encoded.unknown,
+            encoded.truncated,
+        )
+
+    @torch.inference_mode()
+    def interpolate(
+        self,
+        start: str,
+        end: str,
+        steps: int = 8,
+        seed: int | None = None,
+        interpolate_noise: bool = False,
+        truncation: float | None = None,
+        device: Device = None,
+    ) -> PipelineOutput:
+        """``steps`` images from ``start`` to ``end``, linearly interpolating the sentence embeddings.
+
+        The noise of seed ``seed`` (z and the CA eps) is shared by every step, so only the text
+        changes; ``interpolate_noise`` also moves z along the great circle (slerp) to seed ``seed + 1``'s
+        z. The first image equals ``pipe([start], seed=seed)``; the last with ``interpolate_noise``
+        uses z of ``seed + 1`` and eps of ``seed``.
+        """
+        _check_range("steps", steps, 2, MAX_INTERPOLATION_STEPS)
+        seed = _resolve_seed(seed)
+        if device is not None:
+            self.to(device)
+        encoded = self.text_encoder.encode([start, end], device=self.device)
+        t = torch.linspace(0, 1, steps)
+        embeddings = torch.lerp(encoded.embeddings[:1].cpu(), encoded.embeddings[1:].cpu(), t[:, None])
+        z, eps = self._noise([seed, seed + 1])
+        z = slerp(z[0], z[1], t) if interpolate_noise else z[:1].expand(steps, -1)
+        branches = self._generate(embeddings, _truncate(z, truncation), eps[:1].expand(steps, -1), steps)
+        captions = [start, *(f"t = {float(x):.2f}" for x in t[1:-1]), end]
+        return PipelineOutput(
+            branches, captions, list(range(steps)), seed, self.config.model.resolutions, encoded.unknown, encoded.truncated
+        )
+
+    def _noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (N, z_dim) and CA eps (N, c_dim), row i from a CPU generator seeded ``seeds[i]``."""
+        z_dim, c_dim = self.config.model.z_dim, self.config.model.c_dim
+        z, eps = torch.empty(len(seeds), z_dim), torch.empty(len(seeds), c_dim)
+        for row, seed in enumerate(seeds):
+            generator = torch.Generator().manual_seed(seed)
+            z[row] = torch.randn(z_dim, generator=generator)
+            eps[row] = torch.randn(c_dim, generator=generator)
+        return z, eps
+
+    def _generate(
+        self, embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, batch_size: int
+    ) -> list[list[Image.Image]]:
+        """Run G_ema in batches; returns PIL images per branch."""
+        _check_range("batch_size", batch_size, 1, 4096)
+        branches: list[list[Image.Image]] = [[] for _ in self.config.model.resolutions]
+        for start in range(0, z.shape[0], batch_size):
+            part = slice(start, start + batch_size)
+            images, _, _ = self.generator(
+                z[part].to(self.device), embeddings[part].to(self.device), eps[part].to(self.device)
+            )
+            for out, image in zip(branches, images, strict=True):
+                out.extend(to_pil(image))
+        return branches
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _resolve_seed(seed: int | None) -> int:
+    if seed is None:
+        return secrets.randbelow(2**31)
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+    return seed
+
+
+def _truncate(z: torch.Tensor, truncation: float | None) -> torch.Tensor:
+    if truncation is None:
+        return z
+    if not truncation > 0:
+        raise UsageError(f"truncation must be a positive number (|z| is clamped to it), got {truncation}")
+    return z.clamp(-truncation, truncation)
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Floating tensors to ``dtype`` (integer buffers such as BatchNorm counters stay as they are)."""
+    tensor = tensor.detach().cpu()
+    return (tensor.to(dtype) if tensor.is_floating_point() else tensor).contiguous()
+
+
+def _text_side(encoder: PromptEncoder, dtype: torch.dtype = torch.float32) -> PromptEncoder:
+    """A copy of ``encoder`` without the DAMSM image encoder (sampling never uses it), in ``dtype``."""
+    head = copy.deepcopy(encoder.head).to(dtype) if encoder.head is not None else None
+    text = copy.deepcopy(encoder.text_encoder).to(dtype)
+    return PromptEncoder(encoder.vocab, text, encoder.config, head, None, encoder.metrics)
+
+
+def _validate_config(raw: Any, source: Path) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise CheckpointError(f"{source} holds an invalid config ({where}: {first['msg']})") from None
+
+
+def _read_pipeline_config(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); {_EXPECTED}") from None
+    if not isinstance(payload, dict) or payload.get("format") != PIPELINE_FORMAT:
+        raise CheckpointError(f"{path.parent} is not a model: {_EXPECTED}")
+    if payload.get("version") != PIPELINE_VERSION:
+        raise CheckpointError(f"{path} has pipeline version {payload.get('version')!r}; this stackgan2 reads {PIPELINE_VERSION}")
+    hashes = payload.get("sha256")
+    if not isinstance(hashes, dict) or GENERATOR_FILE not in hashes or not all(isinstance(v, str) for v in hashes.values()):
+        raise CheckpointError(f"{path} lacks the sha256 of {GENERATOR_FILE}")
+    return payload
+
+
+def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> Generator:
+    """A float32 ``Generator`` holding ``state``; built on the meta device (no wasted initialisation)."""
+    with torch.device("meta"):
+        generator = Generator(config.model)
+    try:
+        generator.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise CheckpointError(f"{source} does not match its model config: {first}") from None
+    return generator.float()
+
+
+def _load_text_encoder(directory: Path) -> PromptEncoder:
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"no text encoder at {directory} (a checkpoint file is read with its run's text_encoder/ two levels up)"
+        )
+    return _text_side(PromptEncoder.load(directory))
+
+
+def _assemble(generator: Generator, encoder: PromptEncoder, config: ExperimentConfig) -> Text2ImagePipeline:
+    if encoder.dim != config.model.text_dim:
+        raise CheckpointError(
+            f"the text encoder gives {encoder.dim}-d embeddings but the generator expects model.text_dim = "
+            f"{config.model.text_dim}; use the text encoder the model was trained with"
+        )
+    return Text2ImagePipeline(generator, encoder, config)
+
+
+def _is_pipeline_dir(directory: Path) -> bool:
+    try:
+        return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == PIPELINE_FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _write_directory(directory: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a fresh sibling folder, fsync it, then swap it in place of ``directory``.
+
+    Readers see the old complete pipeline or the new one. Only a missing or empty directory, or a
+    previous pipeline, may be replaced.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"output path {directory} exists and is not a directory")
+    if directory.is_dir() and any(directory.iterdir()) and not _is_pipeline_dir(directory):
+        raise UsageError(
+            f"output directory {directory} holds other files; choose a new or empty directory or a previous export"
+        )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and some writers create owner-only modes
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+            os.replace(directory, old / directory.name)
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
