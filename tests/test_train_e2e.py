@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from stackgan2.cli.main import app
 
 TINY = ["--preset", "tiny", "--device", "cpu"]
