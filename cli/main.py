@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app) and owns its commands.
-COMMAND_MODULES = ["info", "train", "text", "check", "sample", "evaluate"]
+COMMAND_MODULES = ["info", "train", "text", "check", "sample", "evaluate", "data"]
 
 
 def _version(value: bool) -> None:

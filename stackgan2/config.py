@@ -113,7 +113,9 @@ class TrainConfig(_Frozen):
     sample_every: int = Field(1, ge=1, description="epochs between sample grids")
     checkpoint_every: int = Field(2000, ge=1, description="iterations between checkpoints (official: 2000)")
     keep_checkpoints: int = Field(3, ge=1)
-    on_nan: Literal["stop", "skip"] = "stop"
+    channels_last: bool = Field(True, description="NHWC memory format for convolutions (see benchmarks/)")
+    fused_optimizer: bool = Field(True, description="foreach/fused Adam and foreach EMA instead of per-tensor loops")
+    compile: bool = Field(False, description="torch.compile G and Ds (falls back to eager if compilation fails)")
 
 
 class ExperimentConfig(_Frozen):

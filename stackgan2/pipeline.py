@@ -31,8 +31,9 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from stackgan2.imaging import branch_strip, save_png, to_pil
 from stackgan2.io import sha256_file
 from stackgan2.networks import Generator
 from stackgan2.text import PromptEncoder
+
+if TYPE_CHECKING:
+    from stackgan2.training.checkpoint import Checkpoint
 
 PIPELINE_FORMAT = "stackgan2-pipeline"
 PIPELINE_VERSION = 1
@@ -195,10 +199,8 @@ class PipelineOutput:
             return [path]
         slugs: dict[str, str] = {}
         for caption in dict.fromkeys(self.captions):  # distinct prompts whose slugs clash get -2, -3, ...
-            slug, number = slugify(caption), 1
-            while (slug if number == 1 else f"{slug}-{number}") in slugs.values():
-                number += 1
-            slugs[caption] = slug if number == 1 else f"{slug}-{number}"
+            base = slugify(caption)
+            slugs[caption] = next(s for s in (base, *(f"{base}-{i}" for i in count(2))) if s not in slugs.values())
         paths: dict[Path, None] = {}
         for picture, caption, index in zip(pictures, self.captions, self.indices, strict=True):
             path = out_dir / f"{slugs[caption]}_seed{self.seed}_{index:03d}_{res}px.png"
@@ -237,6 +239,7 @@ class Text2ImagePipeline:
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"model not found: {path} ({_EXPECTED})")
+        # stackgan2.training is imported only here: pipeline directories (the shipped model) do not need it
         if path.is_file():
             if path.suffix != ".safetensors":
                 raise CheckpointError(f"{path} is not a model: {_EXPECTED}")
@@ -257,12 +260,13 @@ class Text2ImagePipeline:
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
-    def _from_checkpoint(cls, checkpoint: Any, text_dir: Path) -> Text2ImagePipeline:
+    def _from_checkpoint(cls, checkpoint: Checkpoint, text_dir: Path) -> Text2ImagePipeline:
         config = _validate_config(checkpoint.meta.get("config"), checkpoint.path)
         state = {k.removeprefix("G_ema."): v for k, v in checkpoint.tensors.items() if k.startswith("G_ema.")}
         if not state:
             raise CheckpointError(f"{checkpoint.path} holds no G_ema weights")
-        return _assemble(_build_generator(config, state, checkpoint.path), _load_text_encoder(text_dir), config)
+        generator = _build_generator(config, state, checkpoint.path)
+        return cls(generator, _load_text_encoder(text_dir, config), config)
 
     @classmethod
     def _from_pipeline_dir(cls, directory: Path) -> Text2ImagePipeline:
@@ -279,7 +283,7 @@ class Text2ImagePipeline:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{directory / GENERATOR_FILE} is not a readable safetensors file: {exc}") from None
         generator = _build_generator(config, state, directory / GENERATOR_FILE)
-        return _assemble(generator, _load_text_encoder(directory / TEXT_ENCODER_DIR), config)
+        return cls(generator, _load_text_encoder(directory / TEXT_ENCODER_DIR, config), config)
 
     def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
         """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
@@ -480,21 +484,19 @@ def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], s
     return generator.float()
 
 
-def _load_text_encoder(directory: Path) -> PromptEncoder:
+def _load_text_encoder(directory: Path, config: ExperimentConfig) -> PromptEncoder:
+    """The text side of the encoder in ``directory``, checked against the generator's ``model.text_dim``."""
     if not directory.is_dir():
         raise CheckpointError(
             f"no text encoder at {directory} (a checkpoint file is read with its run's text_encoder/ two levels up)"
         )
-    return _text_side(PromptEncoder.load(directory))
-
-
-def _assemble(generator: Generator, encoder: PromptEncoder, config: ExperimentConfig) -> Text2ImagePipeline:
+    encoder = PromptEncoder.load(directory)
     if encoder.dim != config.model.text_dim:
         raise CheckpointError(
-            f"the text encoder gives {encoder.dim}-d embeddings but the generator expects model.text_dim = "
-            f"{config.model.text_dim}; use the text encoder the model was trained with"
+            f"the text encoder in {directory} gives {encoder.dim}-d embeddings but the generator expects "
+            f"model.text_dim = {config.model.text_dim}; use the text encoder the model was trained with"
         )
-    return Text2ImagePipeline(generator, encoder, config)
+    return _text_side(encoder)
 
 
 def _is_pipeline_dir(directory: Path) -> bool:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from stackgan2.cli.main import app
 from typer.testing import CliRunner
 
-from stackgan2.cli.main import app
-from stackgan2.config import resolve_config
+from stackgan2.config import TextConfig, resolve_config
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.networks import Generator, init_weights
 from stackgan2.pipeline import (
@@ -279,6 +279,11 @@ def test_bad_runs_and_checkpoints(run, tmp_path):
     shutil.rmtree(copy / "text_encoder")
     with pytest.raises(CheckpointError, match="no text encoder at"):
         Text2ImagePipeline.from_pretrained(checkpoint)
+    text = TextConfig(dim=8, word_dim=6)  # another run's encoder: 8-d instead of the tiny preset's 16-d
+    vocab = Vocabulary.build(CAPTIONS)
+    PromptEncoder(vocab, TextEncoder(len(vocab), text.word_dim, text.dim), text).save(copy / "text_encoder")
+    with pytest.raises(CheckpointError, match="gives 8-d embeddings but the generator expects model.text_dim = 16"):
+        Text2ImagePipeline.from_pretrained(copy)
     (copy / "checkpoints" / "notes.txt").write_text("not a model")
     with pytest.raises(CheckpointError, match="is not a model"):
         Text2ImagePipeline.from_pretrained(copy / "checkpoints" / "notes.txt")

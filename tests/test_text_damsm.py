@@ -51,6 +51,39 @@ def test_word_scores_single_word_single_region_is_scaled_cosine() -> None:
     assert score.item() == pytest.approx(5.0 * cosine.item(), rel=1e-5)
 
 
+def attngan_word_scores(regions, words, lengths, gamma1, gamma2):
+    """AttnGAN's func_attention + words_loss loop, transcribed literally (one caption at a time)."""
+    batch, ndf = regions.shape[:2]
+    context = regions.reshape(batch, ndf, -1)
+    columns = []
+    for i in range(len(lengths)):
+        word = words[i, :, : lengths[i]].unsqueeze(0).repeat(batch, 1, 1)      # B x D x n
+        attn = torch.bmm(context.transpose(1, 2), word)                        # B x R x n
+        attn = torch.softmax(attn, dim=2).transpose(1, 2)                      # over words
+        attn = torch.softmax(attn * gamma1, dim=2)                             # over regions
+        weighted = torch.bmm(context, attn.transpose(1, 2))                    # B x D x n
+        row_sim = torch.nn.functional.cosine_similarity(word, weighted, dim=1)  # B x n
+        columns.append(torch.log(torch.exp(row_sim * gamma2).sum(dim=1, keepdim=True)))
+    return torch.cat(columns, dim=1)                                           # images x captions
+
+
+def test_word_scores_match_the_attngan_loop() -> None:
+    torch.manual_seed(1)
+    regions, words, lengths = torch.randn(4, 6, 3, 3), torch.randn(4, 6, 7), torch.tensor([7, 3, 1, 5])
+    expected = attngan_word_scores(regions, words, lengths, gamma1=4.0, gamma2=5.0)
+    assert torch.allclose(word_region_scores(regions, words, lengths, 4.0, 5.0), expected, atol=1e-4)
+
+
+def test_word_loss_gradients_stay_finite_for_zero_features() -> None:
+    regions = torch.randn(3, 8, 2, 2)
+    regions[1] = 0  # an image whose region features are all zero
+    words = torch.randn(3, 8, 5)
+    regions.requires_grad_()
+    words.requires_grad_()
+    word_loss(regions, words, torch.tensor([3, 5, 1]), torch.tensor([0, 1, 2])).backward()
+    assert torch.isfinite(regions.grad).all() and torch.isfinite(words.grad).all()
+
+
 def test_word_scores_ignore_padding() -> None:
     torch.manual_seed(0)
     regions, words = torch.randn(3, 8, 4, 4), torch.randn(3, 8, 5)

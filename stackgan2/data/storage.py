@@ -19,6 +19,8 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,18 +114,26 @@ def open_image_store(directory: Path) -> tuple[ImageStore, dict[str, Any]] | Non
 def parallel_map(
     fn: Callable[[T], R], items: Sequence[T], *, processes: int | None = None, chunksize: int = 16
 ) -> Iterator[R]:
-    """``map(fn, items)`` in order, spread over ``processes`` (default: all cores) when that pays off.
+    """``map(fn, items)`` in order, spread over ``processes`` (default: all cores) when there is enough work.
 
-    Workers are spawned (not forked) so the caller's threads, locks and torch state never leak into
-    them; ``fn`` must therefore be a module-level function of light modules.
+    Workers are spawned, not forked, so the caller's threads, locks and torch state never leak into
+    them; ``fn`` must be a module-level function of modules that import quickly. If the workers cannot
+    start (for example when the main program is read from stdin) the rest is done in this process.
     """
     processes = available_cores() if processes is None else processes
-    processes = min(processes, len(items) // chunksize)
-    if processes <= 1:
-        yield from map(fn, items)
-        return
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        yield from pool.imap(fn, items, chunksize=chunksize)
+    processes = min(processes, len(items) // (4 * chunksize))
+    done = 0
+    if processes > 1:
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for result in pool.map(fn, items, chunksize=chunksize):
+                yield result
+                done += 1
+        except BrokenProcessPool as exc:
+            log.warning("worker processes failed (%s); continuing in this process", exc)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    yield from map(fn, items[done:])
 
 
 def build_image_store(
@@ -146,6 +156,7 @@ def build_image_store(
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(directory)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -171,6 +182,24 @@ def build_image_store(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ImageStore(directory), json.loads((directory / META).read_text(encoding="utf-8"))
+
+
+def _remove_abandoned(directory: Path) -> None:
+    """Delete half-built copies of ``directory`` left by builders that were killed (their pid is gone)."""
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
+        pid = stale.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -100,9 +100,9 @@ def weights_sha256(*modules: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for module in modules:
         for name, tensor in sorted(module.state_dict().items()):
-            array = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{array.dtype}:{tuple(array.shape)}".encode())
-            digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+            array = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{array.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(array.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -302,7 +302,7 @@ def evaluate_model(
 
     results: dict[str, Any] = {}
     if "fid" in wanted:
-        results["fid"] = fid_from_features(generated["features"], real["features"])
+        results["fid"] = fid_from_features(generated["features"], real["features"], ("generated images", "real test images"))
     if "is" in wanted:
         mean, std = inception_score(generated["probabilities"], IS_SPLITS)
         results["inception_score"] = {"mean": mean, "std": std, "splits": IS_SPLITS}

@@ -68,8 +68,10 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """Frechet distance between two feature sets (N1, D) and (N2, D)."""
-    mu1, sigma1 = feature_statistics(features1, "first feature set")
-    mu2, sigma2 = feature_statistics(features2, "second feature set")
+def fid_from_features(
+    features1: np.ndarray, features2: np.ndarray, names: tuple[str, str] = ("first feature set", "second feature set")
+) -> float:
+    """Frechet distance between two feature sets (N1, D) and (N2, D); ``names`` label them in messages."""
+    mu1, sigma1 = feature_statistics(features1, names[0])
+    mu2, sigma2 = feature_statistics(features2, names[1])
     return frechet_distance(mu1, sigma1, mu2, sigma2)

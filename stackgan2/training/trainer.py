@@ -115,12 +115,21 @@ class Trainer:
         init_weights(self.discriminators)
         broadcast_module(self.G, self.ctx)
         broadcast_module(self.discriminators, self.ctx)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.G.to(memory_format=self.memory_format)
+        self.discriminators.to(memory_format=self.memory_format)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        fused = {"foreach": True} if self.device.type != "cpu" else {}
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **fused)
+        # Plain path: the per-tensor for-loop Adam; fast path: one fused kernel (CPU and CUDA alike).
+        optim = {"fused": True} if t.fused_optimizer else {"foreach": False}
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **optim)
         self.opts_D = [
-            torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **fused) for D in self.discriminators
+            torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **optim) for D in self.discriminators
         ]
+        self.G_forward, self.D_forwards = self.G, list(self.discriminators)
+        self._compile_pending = t.compile
+        if t.compile:
+            self.G_forward = torch.compile(self.G)
+            self.D_forwards = [torch.compile(D) for D in self.discriminators]
         use_scaler = self.amp_dtype == torch.float16
         self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(len(self.opts_D) + 1)]
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed * 7919 + self.ctx.rank)
@@ -151,25 +160,63 @@ class Trainer:
             )
 
     def train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor) -> dict[str, Tensor]:
-        """One official StackGAN-v2 iteration; returns every loss term (detached tensors)."""
+        """One official StackGAN-v2 iteration; returns every loss term (detached tensors).
+
+        With ``train.compile`` the first call compiles; if compilation fails, the state from before
+        the call is restored and training continues in eager mode (with a warning).
+        """
+        if not self._compile_pending:
+            return self._train_step(real, wrong, embedding)
+        self._compile_pending = False
+        snapshot = copy.deepcopy(self._resumable_state())
+        try:
+            return self._train_step(real, wrong, embedding)
+        except StackGAN2Error:
+            raise
+        except Exception as exc:  # torch._dynamo / inductor failures have many types
+            log.warning("torch.compile failed (%s); continuing without --compile", str(exc).splitlines()[0][:200])
+            self._restore_state(snapshot)
+            self.G_forward, self.D_forwards = self.G, list(self.discriminators)
+            return self._train_step(real, wrong, embedding)
+
+    def _resumable_state(self) -> dict[str, Any]:
+        return {
+            "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "D": self.discriminators.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opts_D": [o.state_dict() for o in self.opts_D],
+            "noise": self.noise.get_state(),
+        }
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.discriminators.load_state_dict(state["D"])
+        for opt, opt_state in zip([self.opt_G, *self.opts_D], [state["opt_G"], *state["opts_D"]], strict=True):
+            opt.load_state_dict(opt_state)
+            _match_param_layout(opt)
+        self.noise.set_state(state["noise"])
+
+    def _train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor) -> dict[str, Tensor]:
         t = self.cfg.train
         batch = embedding.shape[0]
         z = torch.randn(batch, self.cfg.model.z_dim, device=self.device, generator=self.noise)
         eps = torch.randn(batch, self.cfg.model.c_dim, device=self.device, generator=self.noise)
         with self._autocast():
-            fakes, mu, logvar = self.G(z, embedding, eps)
+            fakes, mu, logvar = self.G_forward(z, embedding, eps)
         stats: dict[str, Tensor] = {}
 
         condition = mu.detach()
-        for i, (D, opt, scaler) in enumerate(zip(self.discriminators, self.opts_D, self.scalers, strict=False)):
+        for i, (D, opt, scaler) in enumerate(zip(self.D_forwards, self.opts_D, self.scalers, strict=False)):
             opt.zero_grad(set_to_none=True)
             with self._autocast():
                 real_out = D(real[i], condition)
                 wrong_out = D(wrong[i], condition)
                 fake_out = D(fakes[i].detach(), condition)
                 loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
-            self._check_finite(loss, f"D{i} ({D.resolution} px)", terms)
-            self._update(loss, opt, scaler, list(D.parameters()))
+            self._check_finite(loss, f"D{i} ({self.discriminators[i].resolution} px)", terms)
+            self._update(loss, opt, scaler, list(self.discriminators[i].parameters()))
             stats.update({f"D{i}/{k}": v for k, v in terms.items()})
             stats[f"D{i}/total"] = loss.detach()
 
@@ -178,7 +225,7 @@ class Trainer:
         try:
             with self._autocast():
                 adversarial = mu.new_zeros(())
-                for i, D in enumerate(self.discriminators):
+                for i, D in enumerate(self.D_forwards):
                     loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef)
                     adversarial = adversarial + loss
                     stats.update({f"G{i}/{k}": v for k, v in terms.items()})
@@ -197,7 +244,12 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.cfg.train.ema_decay)
+        weight = 1.0 - self.cfg.train.ema_decay
+        if self.cfg.train.fused_optimizer:
+            torch._foreach_lerp_(ema_params, params, weight)
+        else:
+            for p_ema, p in zip(ema_params, params, strict=True):
+                p_ema.lerp_(p, weight)
         for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
             ema_buffer.copy_(buffer)
         every = self.cfg.train.ema_to_g_every
@@ -267,6 +319,7 @@ class Trainer:
                         _, index, field = key.split(".")
                         state.setdefault(int(index), {})[field] = value
                 opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+                _match_param_layout(opt)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this model: {str(exc).splitlines()[0]}") from None
         torch.set_rng_state(tensors["rng.torch"])
@@ -300,8 +353,11 @@ class Trainer:
                 signal.signal(s, h)
 
     def _to_device(self, batch: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731
-        return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], move(batch["embedding"]).float()
+        def move(t: Tensor) -> Tensor:
+            return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+        embedding = batch["embedding"].to(self.device, non_blocking=True).float()
+        return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], embedding
 
     def fit(self, dataset, sample_embeddings: Tensor | None = None, sample_captions: list[str] | None = None) -> TrainResult:
         """Train until ``train.epochs`` (or ``train.max_steps``); resumes from the run's latest checkpoint."""
@@ -391,6 +447,16 @@ class Trainer:
         path = self.run.sample_grid(epoch)
         branch_strip_grid([im.float().cpu() for im in images], path)
         return path
+
+
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded moment buffers their parameter's strides (channels_last): the fused kernels
+    walk parameters and moments as flat memory, so the layouts must agree."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    optimizer.state[p][key] = torch.empty_like(p).copy_(value)
 
 
 def _diff(stored: Any, current: dict[str, Any]) -> str:

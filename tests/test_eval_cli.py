@@ -1,0 +1,149 @@
+"""``stackgan2 eval`` end to end on a tiny trained run, its sampling protocol and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+from stackgan2.cli.main import app
+from typer.testing import CliRunner
+
+from stackgan2.metrics.evaluate import generate_final_images, parse_metrics, sample_plan, weights_sha256
+
+
+@pytest.fixture(scope="module")
+def toy_cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "toy-cache"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, toy_cache):
+    """A tiny model trained for 4 steps (text encoder pretrained as phase 0) and a classifier for its data."""
+    root = tmp_path_factory.mktemp("eval")
+    runner = CliRunner()
+    common = ["--preset", "tiny", "--cache-dir", str(toy_cache), "--device", "cpu"]
+    result = runner.invoke(app, ["train", *common, "--max-steps", "4", "--run-dir", str(root / "run")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train-classifier", *common, "--epochs", "1", "--batch-size", "16",
+                                 "--image-size", "32", "--width", "4", "--out", str(root / "clf")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _eval(runner, tiny_run, toy_cache, *extra):
+    return runner.invoke(app, ["eval", "--model", str(tiny_run / "run"), "--cache-dir", str(toy_cache),
+                               "--device", "cpu", "--batch-size", "32", *extra])
+
+
+def test_eval_computes_every_metric_and_writes_the_report(runner, tiny_run, toy_cache, tmp_path):
+    out = tmp_path / "metrics.json"
+    result = _eval(runner, tiny_run, toy_cache, "--classifier", str(tiny_run / "clf"), "--num-samples", "128",
+                   "--out", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    metrics = report["metrics"]
+    assert set(metrics) == {"fid", "inception_score", "inception_score_real", "r_precision", "attribute_accuracy"}
+    assert metrics["fid"] > 0
+    assert 1.0 <= metrics["inception_score"]["mean"] <= 100 and metrics["inception_score"]["splits"] == 10
+    assert 0.0 <= metrics["r_precision"]["value"] <= 1.0 and metrics["r_precision"]["candidates"] == 100
+    attrs = metrics["attribute_accuracy"]
+    assert attrs["attributes"] == ["body_color", "wing_color"]
+    assert 0.0 <= attrs["generated"] <= 1.0 and 0.0 <= attrs["real"] <= 1.0
+    assert attrs["generated"] <= min(attrs["per_attribute"]["body_color"]["generated"],
+                                     attrs["per_attribute"]["wing_color"]["generated"])
+    assert report["num_samples"] == 128 and report["dataset"]["images"] == 32
+    assert report["dataset"]["name"] == "toy-birds" and len(report["dataset"]["sha256"]) == 64
+    assert len(report["model"]["weights_sha256"]) == 64
+    assert set(report["feature_extractors"]) == {"fid", "is", "attributes", "r-precision"}
+    assert "classifier" in report["feature_extractors"]["fid"]
+    assert "FID" in result.output and "R-precision" in result.output and "attribute accuracy" in result.output
+    # 128 samples of 32-d classifier features are plenty, but the 32 real images are not: the rank is stated.
+    assert "rank" in result.output
+
+
+def test_eval_is_deterministic_for_a_seed(runner, tiny_run, toy_cache, tmp_path):
+    reports = []
+    for name in ("a.json", "b.json"):
+        result = _eval(runner, tiny_run, toy_cache, "--classifier", str(tiny_run / "clf"), "--metrics", "fid,is",
+                       "--num-samples", "20", "--out", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads((tmp_path / name).read_text()))
+    assert reports[0]["metrics"] == reports[1]["metrics"]
+    assert reports[0]["dataset"]["sha256"] == reports[1]["dataset"]["sha256"]
+
+
+def test_eval_with_inception_weights_uses_pool3_for_fid(runner, tiny_run, toy_cache, tmp_path):
+    from torchvision import models
+
+    net = models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "inception.safetensors"))
+    result = _eval(runner, tiny_run, toy_cache, "--inception-weights", str(tmp_path / "inception.safetensors"),
+                   "--metrics", "fid,is", "--num-samples", "10", "--out", str(tmp_path / "m.json"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert "inception_v3" in report["feature_extractors"]["fid"] and "inception_v3" in report["feature_extractors"]["is"]
+    assert "2048" in result.output  # the rank warning names the feature dimension
+
+
+def test_generated_samples_match_the_pipeline(tiny_run):
+    from stackgan2.pipeline import Text2ImagePipeline
+
+    pipe = Text2ImagePipeline.from_pretrained(tiny_run / "run")
+    prompts = ["a small red bird with black wings", "a large blue bird"]
+    batch, encoded = generate_final_images(pipe, prompts, [7, 8])
+    for n, prompt in enumerate(prompts):
+        alone = np.asarray(pipe([prompt], seed=7 + n).images[0])
+        assert np.array_equal(batch[n], alone)
+    assert len(weights_sha256(pipe.generator)) == 64 and len(encoded.unknown) == 2
+
+
+def test_sample_plan_cycles_images_then_captions():
+    images, captions = sample_plan([2, 3, 1], 7)
+    assert images.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert captions.tolist() == [0, 0, 0, 1, 1, 0, 0]
+
+
+def test_parse_metrics():
+    assert parse_metrics(" FID, is,fid ") == ["fid", "is"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--metrics", "fid,psnr"], 2, "unknown metric psnr"),
+        (["--metrics", "fid"], 2, "metric fid needs --classifier DIR"),
+        (["--inception-weights", "missing.pth"], 1, "Inception-v3 weights not found: missing.pth"),
+        (["--classifier", "nowhere"], 1, "classifier directory not found: nowhere"),
+        (["--metrics", "is", "--num-samples", "5", "--inception-weights", "x.pth"], 2, "at least 10 samples"),
+    ],
+)
+def test_eval_errors_are_one_line(runner, tiny_run, toy_cache, args, code, message):
+    result = _eval(runner, tiny_run, toy_cache, *args)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_eval_refuses_a_classifier_of_another_dataset(runner, tiny_run, toy_cache, tmp_path):
+    import shutil
+
+    copy = tmp_path / "clf"
+    shutil.copytree(tiny_run / "clf", copy)
+    payload = json.loads((copy / "config.json").read_text())
+    payload["spec"]["test_classes"] = 50
+    (copy / "config.json").write_text(json.dumps(payload))
+    result = _eval(runner, tiny_run, toy_cache, "--classifier", str(copy), "--num-samples", "10")
+    assert result.exit_code == 2
+    assert "(50 test classes), but the evaluation dataset is toy-birds (100 test classes)" in result.output
+
+
+def test_r_precision_needs_enough_samples(runner, tiny_run, toy_cache):
+    result = _eval(runner, tiny_run, toy_cache, "--metrics", "r-precision", "--num-samples", "50")
+    assert result.exit_code == 1 and "needs 99 mismatched captions" in result.output
+
+
+def test_r_precision_needs_a_damsm_image_encoder(runner, tiny_run, toy_cache, tmp_path):
+    result = _eval(runner, tiny_run, toy_cache, "--metrics", "r-precision", "--text-encoder", str(tmp_path))
+    assert result.exit_code == 2 and "holds no DAMSM image encoder" in result.output
+
