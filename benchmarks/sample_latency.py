@@ -1,9 +1,10 @@
 """Sampling latency, printed as JSON.
 
-- ``sample_wall_s``: wall time from process start to exit (PNG written) of
+- ``sample_s``: wall and CPU time from process start to exit (PNG written) of
   ``stackgan2 sample "a small red bird" --model M --seed 0``, one image at the final resolution;
-- ``g_forward_s``: G_ema forward time (median) at batch 1 and 16, in this process;
-- ``help_wall_s``: wall time of ``stackgan2 --help`` (start-up cost of the CLI alone).
+- ``g_forward_s``: G_ema forward time at batch 1 and 16, in this process;
+- ``help_s``: wall and CPU time of ``stackgan2 --help`` (start-up cost of the CLI alone);
+- ``load_average_1min`` before and after: wall times are only comparable on an otherwise idle machine.
 
 The model is ``--model``, else the shipped toy-birds model, else an untrained pipeline with the
 ``--preset`` architecture (weights do not change the timings) saved to a temporary directory.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,13 +41,18 @@ def _cli() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "stackgan2.cli"]
 
 
-def _wall(command: list[str], repeats: int) -> list[float]:
-    times = []
+def _timed_runs(command: list[str], repeats: int) -> dict[str, dict[str, float | list[float]]]:
+    """Wall and CPU (user + sys) seconds of ``repeats`` runs of ``command``; CPU time barely moves when
+    other processes compete for the cores, wall time does."""
+    wall, cpu = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {"wall": _stats(wall), "cpu": _stats(cpu)}
 
 
 def _stats(times: list[float]) -> dict[str, float | list[float]]:
@@ -99,10 +106,11 @@ def main() -> None:
             model, source = untrained_pipeline(args.preset, scratch / "pipeline"), f"untrained {args.preset} preset"
         out = scratch / "out"
         sample_cmd = [*_cli(), "sample", PROMPT, "--model", str(model), "--seed", "0", "--out", str(out), "--device", args.device]
-        sample_times = _wall(sample_cmd, args.repeats)
+        load_before = os.getloadavg()[0]
+        sample_times = _timed_runs(sample_cmd, args.repeats)
         written = sorted(out.glob("*.png"))
         assert len(written) == 1, f"expected one PNG, found {[p.name for p in written]}"
-        help_times = _wall([*_cli(), "--help"], args.repeats)
+        help_times = _timed_runs([*_cli(), "--help"], args.repeats)
         pipe = Text2ImagePipeline.from_pretrained(model, device=args.device)
         result = {
             "model": str(model),
@@ -114,9 +122,10 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "png": written[0].name,
-            "sample_wall_s": _stats(sample_times),
+            "sample_s": sample_times,
             "g_forward_s": {f"batch_{b}": _stats(g_forward(pipe, b, args.repeats)) for b in (1, 16)},
-            "help_wall_s": _stats(help_times),
+            "help_s": help_times,
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+
 from stackgan2.cli.common import console, handle_errors
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+
 from stackgan2.cli.common import RichProgress, console, handle_errors
 from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Preset
 
 if TYPE_CHECKING:
     from stackgan2.config import ExperimentConfig
+    from stackgan2.progress import ProgressEvent, ProgressFn
 
 Opt = typer.Option
 
@@ -22,6 +26,21 @@ def _config(preset: str, config: Path | None, dataset: str | None, data_dir: Pat
     from stackgan2.config import resolve_config
 
     return resolve_config(preset, config, {"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir})
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[ProgressFn]:
+    """Progress bars that appear only once there is something to render or decode (a cached dataset
+    loads silently, and an error stays the one line the error boundary prints)."""
+    with contextlib.ExitStack() as stack:
+        bars: list[RichProgress] = []
+
+        def show(event: ProgressEvent) -> None:
+            if not bars:
+                bars.append(stack.enter_context(RichProgress()))
+            bars[0](event)
+
+        yield show
 
 
 @handle_errors
@@ -46,7 +65,7 @@ def preview(
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, got {split!r}")
     cfg = _config(preset, config, dataset, data_dir, cache_dir)
-    with RichProgress() as progress:
+    with _progress() as progress:
         data = build_dataset(cfg.data, split, cfg.model.resolutions, augment=False, progress_fn=progress)
     grid = preview_grid(data, count=count, columns=columns, size=size)
     atomic_save(out, lambda tmp: grid.save(tmp, format="PNG"))
@@ -67,7 +86,7 @@ def info(
     from stackgan2.data.preview import dataset_stats
 
     cfg = _config(preset, config, dataset, data_dir, cache_dir)
-    with RichProgress() as progress:
+    with _progress() as progress:
         splits = {
             split: build_dataset(cfg.data, split, cfg.model.resolutions, augment=False, progress_fn=progress)
             for split in ("train", "test")

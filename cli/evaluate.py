@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+
 from stackgan2.cli.common import RichProgress, console, handle_errors, state
 from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Preset, Seed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+
 from stackgan2.cli.common import console, handle_errors
 from stackgan2.cli.options import BaseSize, ConfigFile, Ndf, Ngf, Preset, StageNum, ZDim, model_overrides
 

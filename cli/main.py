@@ -9,9 +9,9 @@ import importlib
 from typing import Annotated
 
 import typer
-from stackgan2.cli.common import state
 
 from stackgan2 import __version__
+from stackgan2.cli.common import state
 
 app = typer.Typer(
     name="stackgan2",

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+
 from stackgan2.cli.common import console, err_console, handle_errors
 
 if TYPE_CHECKING:
@@ -36,10 +38,8 @@ def _load(model: Path | None, device: str) -> Text2ImagePipeline:
 def _warn_unknown(prompts: list[str], output: PipelineOutput) -> None:
     for prompt, unknown in zip(prompts, output.unknown, strict=True):
         if unknown:
-            err_console.print(
-                f"[yellow]warning: unknown words: {', '.join(unknown)} (in {prompt!r}; they are ignored)[/]",
-                markup=True, highlight=False, soft_wrap=True,
-            )
+            message = f"warning: unknown words: {', '.join(unknown)} (in {prompt!r}; they are ignored)"
+            err_console.print(f"[yellow]{escape(message)}[/]", markup=True, highlight=False, soft_wrap=True)
 
 
 def _read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
@@ -47,7 +47,10 @@ def _read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[
 
     collected = list(prompts or [])
     if prompts_file is not None:
-        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"prompts file {prompts_file} is not UTF-8 text") from None
         from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not from_file:
             raise UsageError(f"prompts file {prompts_file} holds no prompt (one per line; '#' lines are comments)")

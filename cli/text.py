@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from stackgan2.cli.common import RichProgress, console, handle_errors
 from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Device, Preset, Seed
 

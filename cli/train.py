@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+
 from stackgan2.cli.common import RichProgress, console, handle_errors, state
 from stackgan2.cli.options import (
     BaseSize,
@@ -58,6 +59,8 @@ def train(
     keep_checkpoints: Annotated[int | None, Opt("--keep-checkpoints", help="How many recent checkpoints to keep.")] = None,
     text_encoder: Annotated[Path | None, Opt("--text-encoder", help="Pretrained text encoder dir (skip phase 0).")] = None,
     embeddings: Annotated[str | None, Opt("--embeddings", help="damsm (own encoder) or char-cnn-rnn (original pickles).")] = None,
+    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC convolutions.")] = None,
+    compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile G and Ds (eager fallback).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run from its latest valid checkpoint.")] = False,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
@@ -87,6 +90,8 @@ def train(
         "train.keep_checkpoints": keep_checkpoints,
         "train.text_encoder": text_encoder,
         "train.embeddings": embeddings,
+        "train.channels_last": channels_last,
+        "train.compile": compile,
     }
     fresh = resolve_config(preset, config, overrides)
     if run_dir is None:

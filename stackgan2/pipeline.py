@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import count
+from itertools import chain, count
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,7 +200,8 @@ class PipelineOutput:
         slugs: dict[str, str] = {}
         for caption in dict.fromkeys(self.captions):  # distinct prompts whose slugs clash get -2, -3, ...
             base = slugify(caption)
-            slugs[caption] = next(s for s in (base, *(f"{base}-{i}" for i in count(2))) if s not in slugs.values())
+            candidates = chain([base], (f"{base}-{i}" for i in count(2)))
+            slugs[caption] = next(name for name in candidates if name not in slugs.values())
         paths: dict[Path, None] = {}
         for picture, caption, index in zip(pictures, self.captions, self.indices, strict=True):
             path = out_dir / f"{slugs[caption]}_seed{self.seed}_{index:03d}_{res}px.png"
@@ -330,8 +331,9 @@ class Text2ImagePipeline:
     ) -> PipelineOutput:
         """``num_images_per_prompt`` images of every prompt; ``truncation`` clamps |z| (truncated noise).
 
-        ``seed=None`` draws a random seed (reported as ``output.seed``). Unusable prompts raise
-        ``PromptError``; unknown words are reported in ``output.unknown``.
+        ``seed=None`` draws a random seed (reported as ``output.seed``); ``device`` moves the pipeline
+        there (it stays there). Unusable prompts raise ``PromptError``; unknown words are reported in
+        ``output.unknown``. Images are generated ``batch_size`` at a time.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         _check_range("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
@@ -449,6 +451,18 @@ def _text_side(encoder: PromptEncoder, dtype: torch.dtype = torch.float32) -> Pr
 
 
 def _validate_config(raw: Any, source: Path) -> ExperimentConfig:
+    """The stored config, checked strictly for the architecture (``model``).
+
+    Keys this stackgan2 version does not know in the sections sampling does not use (data, text,
+    train) are dropped, so a model exported by an older or newer version still loads.
+    """
+    if isinstance(raw, dict):
+        fields = ExperimentConfig.model_fields
+        raw = {key: value for key, value in raw.items() if key in fields}
+        for section in ("data", "text", "train"):
+            if isinstance(raw.get(section), dict):
+                known = fields[section].annotation.model_fields  # type: ignore[union-attr]
+                raw[section] = {key: value for key, value in raw[section].items() if key in known}
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from stackgan2.cli.main import app
 
+from stackgan2.cli.main import app
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.metrics.classifier import (
     ClassifierSpec,

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from stackgan2.cli.main import app
 
+from stackgan2.cli.main import app
 from stackgan2.config import PRESETS, ExperimentConfig, resolve_config
 from stackgan2.errors import ConfigError
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from stackgan2.cli.main import app
 from typer.testing import CliRunner
 
+from stackgan2.cli.main import app
 from stackgan2.config import TextConfig, resolve_config
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.networks import Generator, init_weights
@@ -264,6 +264,20 @@ def test_bad_pipeline_directories(pipe, tmp_path, damage, message):
     with pytest.raises(CheckpointError, match=message) as info:
         Text2ImagePipeline.from_pretrained(model)
     assert "\n" not in str(info.value)
+
+
+def test_configs_of_other_versions_load_unless_the_architecture_is_unknown(pipe, tmp_path):
+    model = pipe.save_pretrained(tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["config"]["train"]["option_of_another_version"] = 1
+    config["config"]["data"]["removed_option"] = "x"
+    config["config"]["notes"] = "top-level key from a newer version"
+    (model / "config.json").write_text(json.dumps(config))
+    assert_same_images(pipe("a red bird", seed=0), Text2ImagePipeline.from_pretrained(model)("a red bird", seed=0))
+    config["config"]["model"]["attention"] = True
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="invalid config"):
+        Text2ImagePipeline.from_pretrained(model)
 
 
 def test_bad_runs_and_checkpoints(run, tmp_path):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from stackgan2.cli import sample as sample_cli
-from stackgan2.cli.main import app
 from typer.testing import CliRunner
 
+from stackgan2.cli import sample as sample_cli
+from stackgan2.cli.main import app
 from stackgan2.pipeline import MAX_IMAGES_PER_PROMPT, MAX_INTERPOLATION_STEPS
 
 
@@ -84,6 +84,12 @@ def test_prompts_file_and_unknown_word_warning(runner, run, tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n\n")
     empty = _sample(runner, run, tmp_path / "out2", "--prompts-file", tmp_path / "empty.txt")
     assert empty.exit_code == 2 and "holds no prompt" in empty.stderr
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bird")
+    binary = _sample(runner, run, tmp_path / "out2", "--prompts-file", tmp_path / "binary.txt")
+    assert binary.exit_code == 2 and "not UTF-8 text" in binary.stderr
+    assert not (tmp_path / "out2").exists()
+    markup = _sample(runner, run, tmp_path / "out3", "a [bold]red[/bold] qzxv bird", "--seed", "0")
+    assert markup.exit_code == 0 and "unknown words: bold, qzxv (in 'a [bold]red[/bold] qzxv bird'" in markup.stderr
 
 
 @pytest.mark.parametrize(

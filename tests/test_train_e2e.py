@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
 from stackgan2.cli.main import app
 
 TINY = ["--preset", "tiny", "--device", "cpu"]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from stackgan2.data.dataset import CaptionedImageDataset
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_CAPTION_LINES = 3
+_CAPTION_LINES = 4
 
 
 def caption_words(caption: str) -> list[str]:

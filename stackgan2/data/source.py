@@ -87,7 +87,8 @@ def decoded_store(
         "files": [_file_stamp(Path(path).resolve()) for path in paths],
         "boxes": boxes,
     })
-    directory = cache_root(cache_dir) / "decoded" / f"{name}-{split}-{short_side}px-{key}"
+    # Named by content, not split: a folder read as both splits is decoded once.
+    directory = cache_root(cache_dir) / "decoded" / f"{name}-{short_side}px-{key}"
     opened = open_image_store(directory)
     if opened is None:
         failed: list[tuple[int, str]] = []

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -157,7 +158,7 @@ def build_image_store(
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(directory)
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     tmp.mkdir()
     try:
         shapes: list[tuple[int, int]] = []
@@ -185,10 +186,11 @@ def build_image_store(
 
 
 def _remove_abandoned(directory: Path) -> None:
-    """Delete half-built copies of ``directory`` left by builders that were killed (their pid is gone)."""
+    """Delete half-built copies of ``directory`` left by killed builders (same host, pid gone)."""
     for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
-        pid = stale.name.rsplit(".tmp-", 1)[1].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        owner, _, host = stale.name.rsplit(".tmp-", 1)[1].partition("@")
+        pid = owner.split("-")[0]
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
 

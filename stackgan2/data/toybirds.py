@@ -400,11 +400,10 @@ def _draw_bird(layer: _Layer, names: dict[str, str], rng: np.random.Generator, s
         wing_center = frame.at(-0.2 * a, 0.08 * b)
         wing_a, wing_b = 0.82 * a, 0.5 * b
         layer.ellipse(WING, wing_center, wing_a, wing_b, wing_axis, rim=0.25)
+        across = (-wing_axis[1], wing_axis[0])
         for offset in (-0.2, 0.0, 0.2):  # primary feathers at the rear of the folded wing
-            start = (wing_center[0] - 0.15 * wing_a * wing_axis[0], wing_center[1] - 0.15 * wing_a * wing_axis[1])
-            shift = offset * wing_b
-            start = (start[0] + shift * -wing_axis[1], start[1] + shift * wing_axis[0])
-            end = (start[0] - wing_a * wing_axis[0], start[1] - wing_a * wing_axis[1])
+            start = _along(_along(wing_center, wing_axis, -0.15 * wing_a), across, offset * wing_b)
+            end = _along(start, wing_axis, -wing_a)
             layer.segment(FEATHER, start, end, 0.05 * wing_b, 0.03 * wing_b, within=(WING,))
         _draw_pattern(layer, names["wing_pattern"], wing_center, wing_a, wing_b, wing_axis, rng)
     else:
@@ -416,16 +415,13 @@ def _draw_bird(layer: _Layer, names: dict[str, str], rng: np.random.Generator, s
     layer.ellipse(HEAD, head, head_r, head_r, frame.forward, rim=0.3, sheen=0.22)
     beak_dir = frame.turn(-rng.uniform(4, 18))
     beak_len = head_r * {"short": 0.55, "medium": 0.95, "long": 1.5}[names["beak_length"]]
-    base = (head[0] + 0.7 * head_r * beak_dir[0], head[1] + 0.7 * head_r * beak_dir[1])
+    base = _along(head, beak_dir, 0.7 * head_r)
     half = 0.34 * head_r
     normal = (-beak_dir[1], beak_dir[0])
-    layer.triangle(BEAK, ((base[0] + half * normal[0], base[1] + half * normal[1]),
-                          (base[0] - half * normal[0], base[1] - half * normal[1]),
-                          (base[0] + beak_len * beak_dir[0], base[1] + beak_len * beak_dir[1])))
-    eye = (head[0] + 0.3 * head_r * frame.forward[0] + 0.2 * head_r * frame.up[0],
-           head[1] + 0.3 * head_r * frame.forward[1] + 0.2 * head_r * frame.up[1])
+    layer.triangle(BEAK, (_along(base, normal, half), _along(base, normal, -half), _along(base, beak_dir, beak_len)))
+    eye = _along(_along(head, frame.forward, 0.3 * head_r), frame.up, 0.2 * head_r)
     layer.ellipse(EYE, eye, 0.2 * head_r, 0.2 * head_r, frame.forward, rim=0.0, sheen=0.0)
-    glint = (eye[0] - 0.07 * head_r * layer.light[0], eye[1] - 0.07 * head_r * layer.light[1])
+    glint = _along(eye, layer.light, -0.07 * head_r)
     layer.ellipse(GLINT, glint, 0.07 * head_r, 0.07 * head_r, frame.forward, rim=0.0, sheen=0.0)
 
 

@@ -51,9 +51,10 @@ HOLDOUT_FRACTION = 0.1  # per class, when the dataset's test classes were never 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ImageNet weights expect these statistics
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+MOBILENET_WEIGHTS_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"  # IMAGENET1K_V1
 _MOBILENET_WEIGHTS_HINT = (
-    "download https://download.pytorch.org/models/mobilenet_v2-b0353104.pth on a machine with internet "
-    "(torchvision's MobileNet_V2_Weights.IMAGENET1K_V1) and pass its path, or train from scratch without it"
+    f"download {MOBILENET_WEIGHTS_URL} on a machine with internet (torchvision's MobileNet_V2_Weights.IMAGENET1K_V1) "
+    "and pass its path with --init-weights, or train from scratch without it"
 )
 
 
@@ -352,8 +353,8 @@ def train_classifier(
     if init_weights is not None:
         load_mobilenet_backbone(model, init_weights)
     elif arch == "mobilenet_v2":
-        logger.warning("training mobilenet_v2 from scratch; with --init-weights it starts from ImageNet weights (%s)",
-                       _MOBILENET_WEIGHTS_HINT.split(" on a")[0])
+        logger.warning("training mobilenet_v2 from scratch; --init-weights starts it from ImageNet weights (%s)",
+                       MOBILENET_WEIGHTS_URL)
     model.to(dev)
     heads = [CLASS_HEAD, *attributes]
     split = classifier_split(labels["train"], labels["test"], seed=seed)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stackgan2.config import apply_overrides
 from stackgan2.device import resolve_device
@@ -131,16 +132,16 @@ def _to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class _Judges:
-    """The networks that look at images, each loaded once, and what each one yields per batch."""
+    """The networks that look at images, each loaded once, and what each metric needs from a batch."""
 
-    def __init__(self, wanted: list[str], classifier: Any, inception: Any, damsm: Any, damsm_size: int) -> None:
-        self.wanted, self.classifier, self.inception = wanted, classifier, inception
-        self.damsm, self.damsm_size = damsm, damsm_size
+    def __init__(self, wanted: list[str], classifier: Any, inception: Any, damsm: Any) -> None:
+        self.wanted, self.classifier, self.damsm = wanted, classifier, damsm
         self.fid_net = inception if inception is not None else classifier
         self.is_net = classifier if classifier is not None else inception
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, damsm: bool) -> dict[str, np.ndarray]:
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Features, class probabilities, attribute predictions; with ``prompts`` also DAMSM features."""
         out: dict[str, np.ndarray] = {}
         cached: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -157,16 +158,20 @@ class _Judges:
             outputs = run(self.classifier)
             for name in self.classifier.spec.attributes:
                 out[f"attr:{name}"] = outputs[name].argmax(dim=1).cpu().numpy()
-        if damsm and "r-precision" in self.wanted:
-            resized = torch.nn.functional.interpolate(
-                images, size=(self.damsm_size, self.damsm_size), mode="bilinear", align_corners=False, antialias=True
-            )
-            out["damsm"] = self.damsm.image_encoder(resized)[1].double().cpu().numpy()
+        if prompts is not None and "r-precision" in self.wanted:
+            from stackgan2.text.prompt import pad_batch
+
+            size = self.damsm.config.image_size
+            resized = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            out["damsm_images"] = self.damsm.image_encoder(resized)[1].double().cpu().numpy()
+            ids = [self.damsm.vocab.encode(p, self.damsm.config.max_words).ids for p in prompts]
+            sentences = self.damsm.text_encoder(*pad_batch(ids, images.device))[1]
+            out["damsm_sentences"] = sentences.double().cpu().numpy()
         return out
 
 
 def _collect(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _choose_metrics(
@@ -174,9 +179,10 @@ def _choose_metrics(
     has_attributes: bool,
 ) -> list[str]:
     """The requested metrics (each checked for what it needs), or every metric the inputs allow."""
+    network = "--classifier DIR (stackgan2 train-classifier) or --inception-weights PATH"
     needs = {
-        "fid": (classifier or inception, "--classifier DIR (stackgan2 train-classifier) or --inception-weights PATH"),
-        "is": (classifier or inception, "--classifier DIR (stackgan2 train-classifier) or --inception-weights PATH"),
+        "fid": (classifier or inception, network),
+        "is": (classifier or inception, network),
         "r-precision": (damsm, "a DAMSM text encoder with its image encoder (--text-encoder DIR, e.g. runs/<name>/text_encoder)"),
         "attributes": (classifier if has_attributes else None,
                        "a dataset with ground-truth attributes (toy-birds) and --classifier DIR trained on it"),
@@ -184,7 +190,7 @@ def _choose_metrics(
     if requested is None:
         chosen = [name for name in METRICS if needs[name][0] is not None]
         if not chosen:
-            raise UsageError(f"nothing to evaluate: pass {needs['fid'][1]}")
+            raise UsageError(f"nothing to evaluate: pass {network}")
         return chosen
     for name in requested:
         if name not in needs:
@@ -192,6 +198,108 @@ def _choose_metrics(
         if needs[name][0] is None:
             raise UsageError(f"metric {name} needs {needs[name][1]}")
     return list(dict.fromkeys(requested))
+
+
+def _load_judges(
+    wanted: list[str], classifier: Path | None, inception_weights: Path | None, damsm_dir: Path | None,
+    dataset: Any, dataset_name: str, device: torch.device,
+) -> tuple[_Judges, dict[str, str]]:
+    """The networks ``wanted`` needs, checked against the dataset, and a description of what each metric uses."""
+    from stackgan2.text import PromptEncoder
+
+    clf_net = inception_net = damsm = None
+    described: dict[str, str] = {}
+    if classifier is not None:
+        clf_net, payload = load_classifier(classifier, device)
+        check_classifier_matches(clf_net.spec, dataset_name, int(dataset.num_classes), dataset.attribute_values, classifier)
+        described["classifier"] = (
+            f"classifier {classifier} ({clf_net.spec.arch}, {clf_net.feature_dim}-d features, "
+            f"{clf_net.spec.num_classes} classes, weights sha256 {payload['weights_sha256'][:16]})"
+        )
+    if inception_weights is not None:
+        inception_net = load_inception(inception_weights, device)
+        described["inception"] = (
+            f"inception_v3 {inception_weights} (torchvision ImageNet, pool3 2048-d / 1000 classes, "
+            f"sha256 {sha256_file(Path(inception_weights))[:16]})"
+        )
+    if "r-precision" in wanted:
+        damsm = PromptEncoder.load(damsm_dir, device=device)
+        described["damsm"] = f"DAMSM text + image encoders {damsm_dir} ({damsm.image_encoder.backbone} image encoder)"
+    uses = {
+        "fid": "inception" if inception_net is not None else "classifier",
+        "is": "classifier" if clf_net is not None else "inception",
+        "r-precision": "damsm",
+        "attributes": "classifier",
+    }
+    return _Judges(wanted, clf_net, inception_net, damsm), {name: described[uses[name]] for name in wanted}
+
+
+def _judge_real(
+    dataset: Any, size: int, judges: _Judges, batch_size: int, device: torch.device, progress_fn: ProgressFn | None
+) -> tuple[dict[str, np.ndarray], str]:
+    """What the judges say about every real test image, and a sha256 of the captions, classes and pixels used."""
+    digest = hashlib.sha256()
+    for captions in dataset.captions:
+        digest.update(("\x1f".join(captions) + "\x1e").encode("utf-8"))
+    digest.update(np.asarray(dataset.class_ids, dtype=np.int64).tobytes())
+    parts, n = [], len(dataset.captions)
+    for start in range(0, n, batch_size):
+        batch = np.stack([dataset.real_image(j, size) for j in range(start, min(start + batch_size, n))])
+        digest.update(batch.tobytes())
+        parts.append(judges(_to_float(batch, device)))
+        report(progress_fn, "real test images", min(start + batch_size, n), n)
+    return _collect(parts), digest.hexdigest()
+
+
+def _judge_generated(
+    pipe: Any, prompts: list[str], seed: int, judges: _Judges, batch_size: int, device: torch.device,
+    progress_fn: ProgressFn | None,
+) -> dict[str, np.ndarray]:
+    """Generate sample ``i`` from ``prompts[i]`` with seed ``seed + i``, in batches, and judge it."""
+    parts, truncated, with_unknown, n = [], 0, 0, len(prompts)
+    with _quiet_prompt_warnings():
+        for start in range(0, n, batch_size):
+            batch_prompts = prompts[start : start + batch_size]
+            final, encoded = generate_final_images(pipe, batch_prompts, range(seed + start, seed + start + len(batch_prompts)))
+            truncated += sum(encoded.truncated)
+            with_unknown += sum(bool(u) for u in encoded.unknown)
+            parts.append(judges(_to_float(final, device), batch_prompts))
+            report(progress_fn, "generate and judge", min(start + batch_size, n), n)
+    if truncated or with_unknown:
+        logger.warning("%d of %d prompts were cut to the text encoder's word limit; %d contain words it does not know",
+                       truncated, n, with_unknown)
+    return _collect(parts)
+
+
+def _scores(
+    wanted: list[str], generated: dict[str, np.ndarray], real: dict[str, np.ndarray], candidates: np.ndarray | None,
+    attributes: dict[str, np.ndarray] | None, sampled_images: np.ndarray, judges: _Judges,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if "fid" in wanted:
+        results["fid"] = fid_from_features(generated["features"], real["features"], ("generated images", "real test images"))
+    if "is" in wanted:
+        mean, std = inception_score(generated["probabilities"], IS_SPLITS)
+        results["inception_score"] = {"mean": mean, "std": std, "splits": IS_SPLITS}
+        if len(real["probabilities"]) >= IS_SPLITS:
+            real_mean, real_std = inception_score(real["probabilities"], IS_SPLITS)
+            results["inception_score_real"] = {"mean": real_mean, "std": real_std, "splits": IS_SPLITS}
+    if "r-precision" in wanted:
+        value = r_precision(generated["damsm_images"], generated["damsm_sentences"], candidates)
+        results["r_precision"] = {"value": value, "candidates": R_PRECISION_CANDIDATES, "chance": 1 / R_PRECISION_CANDIDATES}
+    if "attributes" in wanted:
+        names = list(judges.classifier.spec.attributes)
+        truth_real = {n: np.asarray(attributes[n]) for n in names}
+        acc_gen = head_accuracies({n: generated[f"attr:{n}"] for n in names},
+                                  {n: truth_real[n][sampled_images] for n in names})
+        acc_real = head_accuracies({n: real[f"attr:{n}"] for n in names}, truth_real)
+        results["attribute_accuracy"] = {
+            "generated": acc_gen["prompt_attributes"],
+            "real": acc_real["prompt_attributes"],
+            "attributes": list(PROMPT_ATTRIBUTES),
+            "per_attribute": {n: {"generated": acc_gen[n], "real": acc_real[n]} for n in names},
+        }
+    return results
 
 
 def evaluate_model(
@@ -219,7 +327,6 @@ def evaluate_model(
     """
     from stackgan2.data import build_dataset
     from stackgan2.pipeline import Text2ImagePipeline
-    from stackgan2.text import PromptEncoder
 
     if num_samples < 1 or batch_size < 1:
         raise UsageError(f"--num-samples and --batch-size must be positive, got {num_samples} and {batch_size}")
@@ -227,116 +334,32 @@ def evaluate_model(
     dev = resolve_device(device)
     pipe = Text2ImagePipeline.from_pretrained(model, device=dev)
     data = apply_overrides(pipe.config, overrides=data_overrides).data
-    damsm_dir = text_encoder if text_encoder is not None else find_damsm_encoder(model)
     if text_encoder is not None and not (Path(text_encoder) / "image_encoder.safetensors").is_file():
         raise UsageError(f"{text_encoder} holds no DAMSM image encoder (image_encoder.safetensors); R-precision needs one")
-    dataset = build_dataset(data, "test", image_sizes=[pipe.config.model.resolutions[-1]], augment=False, seed=seed,
-                            progress_fn=progress_fn)
-    attribute_values = dataset.attribute_values if dataset.attributes is not None else None
-    has_attributes = attribute_values is not None and all(a in attribute_values for a in PROMPT_ATTRIBUTES)
+    damsm_dir = text_encoder if text_encoder is not None else find_damsm_encoder(model)
+    size = pipe.config.model.resolutions[-1]
+    dataset = build_dataset(data, "test", image_sizes=[size], augment=False, seed=seed, progress_fn=progress_fn)
+    values = dataset.attribute_values if dataset.attributes is not None else None
+    has_attributes = values is not None and all(name in values for name in PROMPT_ATTRIBUTES)
     wanted = _choose_metrics(metrics, classifier, inception_weights, damsm_dir, has_attributes)
-
-    images_idx, captions_idx = sample_plan([len(c) for c in dataset.captions], num_samples)
-    prompts = [dataset.captions[j][k] for j, k in zip(images_idx, captions_idx, strict=True)]
-    class_ids = np.asarray(dataset.class_ids)
-    candidates = mismatched_candidates(class_ids[images_idx], R_PRECISION_CANDIDATES, seed) if "r-precision" in wanted else None
     if "is" in wanted and num_samples < IS_SPLITS:
         raise UsageError(f"the Inception Score needs at least {IS_SPLITS} samples (--num-samples), got {num_samples}")
 
-    clf_net = inception_net = damsm = None
-    described: dict[str, str] = {}
-    if classifier is not None:
-        clf_net, clf_payload = load_classifier(classifier, dev)
-        check_classifier_matches(clf_net.spec, data.dataset, int(dataset.num_classes), attribute_values, classifier)
-        described["classifier"] = (
-            f"classifier {classifier} ({clf_net.spec.arch}, {clf_net.feature_dim}-d features, "
-            f"{clf_net.spec.num_classes} classes, weights sha256 {clf_payload['weights_sha256'][:16]})"
-        )
-    if inception_weights is not None:
-        inception_net = load_inception(inception_weights, dev)
-        described["inception"] = (
-            f"inception_v3 {inception_weights} (torchvision ImageNet, pool3 2048-d / 1000 classes, "
-            f"sha256 {sha256_file(Path(inception_weights))[:16]})"
-        )
-    extractors = {
-        "fid": described["inception" if inception_net is not None else "classifier"] if "fid" in wanted else None,
-        "is": described["classifier" if clf_net is not None else "inception"] if "is" in wanted else None,
-        "attributes": described["classifier"] if "attributes" in wanted else None,
-    }
+    sampled_images, sampled_captions = sample_plan([len(c) for c in dataset.captions], num_samples)
+    prompts = [dataset.captions[j][k] for j, k in zip(sampled_images, sampled_captions, strict=True)]
+    candidates = None
     if "r-precision" in wanted:
-        damsm = PromptEncoder.load(damsm_dir, device=dev)
-        extractors["r-precision"] = f"DAMSM text + image encoders {damsm_dir} ({damsm.image_encoder.backbone} image encoder)"
-    judges = _Judges(wanted, clf_net, inception_net, damsm, damsm.config.image_size if damsm is not None else 0)
-
-    # Real test images: FID reference statistics, reference IS and the attribute ceiling.
-    real_size = pipe.config.model.resolutions[-1]
-    digest = hashlib.sha256()
-    for caps in dataset.captions:
-        digest.update(("\x1f".join(caps) + "\x1e").encode("utf-8"))
-    digest.update(class_ids.astype(np.int64).tobytes())
-    real_parts = []
-    n_real = len(dataset.captions)
-    for start in range(0, n_real, batch_size):
-        batch = np.stack([dataset.real_image(j, real_size) for j in range(start, min(start + batch_size, n_real))])
-        digest.update(batch.tobytes())
-        real_parts.append(judges(_to_float(batch, dev), damsm=False))
-        report(progress_fn, "real test images", min(start + batch_size, n_real), n_real)
-    real = _collect(real_parts)
-
-    # Generated images.
-    gen_parts, sentence_parts, truncated, with_unknown = [], [], 0, 0
-    with _quiet_prompt_warnings(), torch.no_grad():
-        for start in range(0, num_samples, batch_size):
-            batch_prompts = prompts[start : start + batch_size]
-            final, encoded = generate_final_images(pipe, batch_prompts, range(seed + start, seed + start + len(batch_prompts)))
-            truncated += sum(encoded.truncated)
-            with_unknown += sum(bool(u) for u in encoded.unknown)
-            gen_parts.append(judges(_to_float(final, dev), damsm=True))
-            if damsm is not None:
-                sentence_parts.append(damsm.text_encoder(*_token_batch(damsm, batch_prompts, dev))[1].double().cpu().numpy())
-            report(progress_fn, "generate and judge", min(start + batch_size, num_samples), num_samples)
-    if truncated or with_unknown:
-        logger.warning("%d of %d prompts were cut to the text encoder's word limit; %d contain words it does not know",
-                       truncated, num_samples, with_unknown)
-    generated = _collect(gen_parts)
-
-    results: dict[str, Any] = {}
-    if "fid" in wanted:
-        results["fid"] = fid_from_features(generated["features"], real["features"], ("generated images", "real test images"))
-    if "is" in wanted:
-        mean, std = inception_score(generated["probabilities"], IS_SPLITS)
-        results["inception_score"] = {"mean": mean, "std": std, "splits": IS_SPLITS}
-        if len(real["probabilities"]) >= IS_SPLITS:
-            real_mean, real_std = inception_score(real["probabilities"], IS_SPLITS)
-            results["inception_score_real"] = {"mean": real_mean, "std": real_std, "splits": IS_SPLITS}
-    if "r-precision" in wanted:
-        value = r_precision(generated["damsm"], np.concatenate(sentence_parts), candidates)
-        results["r_precision"] = {"value": value, "candidates": R_PRECISION_CANDIDATES, "chance": 1 / R_PRECISION_CANDIDATES}
-    if "attributes" in wanted:
-        names = list(clf_net.spec.attributes)
-        truth_gen = {n: np.asarray(dataset.attributes[n])[images_idx] for n in names}
-        truth_real = {n: np.asarray(dataset.attributes[n]) for n in names}
-        acc_gen = head_accuracies({n: generated[f"attr:{n}"] for n in names}, truth_gen)
-        acc_real = head_accuracies({n: real[f"attr:{n}"] for n in names}, truth_real)
-        results["attribute_accuracy"] = {
-            "generated": acc_gen["prompt_attributes"],
-            "real": acc_real["prompt_attributes"],
-            "attributes": list(PROMPT_ATTRIBUTES),
-            "per_attribute": {n: {"generated": acc_gen[n], "real": acc_real[n]} for n in names},
-        }
+        candidates = mismatched_candidates(np.asarray(dataset.class_ids)[sampled_images], R_PRECISION_CANDIDATES, seed)
+    judges, extractors = _load_judges(wanted, classifier, inception_weights, damsm_dir, dataset, data.dataset, dev)
+    real, dataset_sha256 = _judge_real(dataset, size, judges, batch_size, dev, progress_fn)
+    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn)
     return {
-        "metrics": results,
+        "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges),
         "num_samples": num_samples,
         "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, pipe.text_encoder.text_encoder)},
-        "dataset": {"name": data.dataset, "split": "test", "images": n_real, "resolution": real_size,
-                    "sha256": digest.hexdigest()},
-        "feature_extractors": {k: v for k, v in extractors.items() if v is not None},
+        "dataset": {"name": data.dataset, "split": "test", "images": len(dataset.captions), "resolution": size,
+                    "sha256": dataset_sha256},
+        "feature_extractors": extractors,
         "seed": seed,
         "seconds": time.perf_counter() - start_time,
     }
-
-
-def _token_batch(encoder: Any, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    from stackgan2.text.prompt import pad_batch
-
-    return pad_batch([encoder.vocab.encode(p, encoder.config.max_words).ids for p in prompts], device)

@@ -1,28 +1,34 @@
-"""Training: the Trainer, checkpoints, the run directory contract and multi-process support."""
+"""Training: the Trainer, checkpoints, the run directory contract and multi-process support.
 
-from stackgan2.training.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    verify_checkpoints,
-)
-from stackgan2.training.distributed import DistContext, init_distributed, shutdown_distributed
-from stackgan2.training.run import prepare_config, run_training
-from stackgan2.training.rundir import RunDir, latest_run
-from stackgan2.training.trainer import Trainer, TrainResult
+Names are imported lazily so that light users (``plot-losses`` needs only ``RunDir``) do not pay
+for importing torch.
+"""
 
-__all__ = [
-    "DistContext",
-    "RunDir",
-    "TrainResult",
-    "Trainer",
-    "init_distributed",
-    "latest_checkpoint",
-    "latest_run",
-    "list_checkpoints",
-    "load_checkpoint",
-    "prepare_config",
-    "run_training",
-    "shutdown_distributed",
-    "verify_checkpoints",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "latest_checkpoint": "checkpoint",
+    "list_checkpoints": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "verify_checkpoints": "checkpoint",
+    "DistContext": "distributed",
+    "init_distributed": "distributed",
+    "shutdown_distributed": "distributed",
+    "RunDir": "rundir",
+    "latest_run": "rundir",
+    "prepare_config": "run",
+    "run_training": "run",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stackgan2.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"stackgan2.training.{_EXPORTS[name]}"), name)

@@ -98,6 +98,7 @@ def run_training(
     run = RunDir(Path(run_dir))
     if ctx.is_main:
         run.create()
+        run.remove_stale_temp_files()
         run.write_config(cfg)
     trainer = Trainer(cfg, run.root, ctx=ctx, progress_fn=progress_fn)
     if ctx.is_main:

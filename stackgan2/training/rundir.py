@@ -51,6 +51,13 @@ class RunDir:
         for folder in (self.root, self.checkpoints, self.samples):
             folder.mkdir(parents=True, exist_ok=True)
 
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files left by a process killed mid-write (see ``stackgan2.io``)."""
+        stale = [p for folder in (self.root, self.checkpoints, self.samples) for p in folder.glob(".*.tmp")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def write_config(self, cfg: ExperimentConfig) -> None:
         atomic_write_text(self.config, cfg.to_json())
 

@@ -1,0 +1,126 @@
+"""toy-birds: deterministic procedural birds, their captions, attributes and the render cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stackgan2.config import DataConfig
+from stackgan2.data import build_dataset
+from stackgan2.data import toybirds as toy
+from stackgan2.data.storage import parallel_map
+
+# sha256 of images 0-3 of the test split, seed 7, 48 px. Every machine must produce these bytes; a
+# deliberate change to the drawing bumps RENDERER_VERSION and this value together.
+GOLDEN_SHA256 = "690b53effe2667aea6cffc5bfa3e917ceb8cf0b2197a58163e90e0949a04dde6"
+
+
+def _config(tmp_path: Path, **overrides) -> DataConfig:
+    values = {"toy_train_size": 12, "toy_test_size": 6, "toy_render_size": 32, "cache_dir": tmp_path / "cache"}
+    return DataConfig(**(values | overrides))
+
+
+def test_renders_are_byte_identical_everywhere() -> None:
+    digest = hashlib.sha256()
+    for index in range(4):
+        image = toy.render_image((7, 1, index, 48))
+        assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+        digest.update(image.tobytes())
+    assert digest.hexdigest() == GOLDEN_SHA256, "toy-birds pixels changed: bump RENDERER_VERSION and GOLDEN_SHA256"
+
+
+def test_worker_processes_give_the_same_bytes() -> None:
+    items = [(3, 0, index, 24) for index in range(16)]
+    serial = [image.tobytes() for image in map(toy.render_image, items)]
+    parallel = [image.tobytes() for image in parallel_map(toy.render_image, items, processes=2, chunksize=2)]
+    assert parallel == serial
+    assert len(set(serial)) == len(serial)
+
+
+def test_seed_changes_the_pictures() -> None:
+    assert toy.render_image((0, 0, 5, 24)).tobytes() != toy.render_image((1, 0, 5, 24)).tobytes()
+    assert toy.render_image((0, 0, 5, 24)).tobytes() != toy.render_image((0, 1, 5, 24)).tobytes()
+
+
+def test_captions_describe_the_attributes() -> None:
+    for index in range(30):
+        codes = toy.sample_attributes(0, 0, index)
+        captions = toy.make_captions(codes, np.random.default_rng(index))
+        assert len(captions) == 10 == len(set(captions))
+        body = toy.ATTRIBUTE_VALUES["body_color"][codes["body_color"]]
+        body_words = {"grey": ("grey", "gray"), "purple": ("purple", "violet")}.get(body, (body,))
+        assert all(any(word in caption.split() for word in body_words) for caption in captions)
+        assert not any(re.search(r"\ba [aeiou]", caption) for caption in captions)
+        assert all(caption == caption.lower() and "  " not in caption for caption in captions)
+
+
+def test_dataset_fields(tmp_path: Path) -> None:
+    dataset = build_dataset(_config(tmp_path, captions_per_image=4), "train", [8, 16], augment=False)
+    assert len(dataset) == 12 and dataset.num_classes == 100
+    assert set(dataset.attributes) >= {"body_color", "wing_color", "size", "beak_color"}
+    assert dataset.attribute_values["body_color"][0] == "red" and len(dataset.attribute_values["wing_color"]) == 10
+    assert np.array_equal(dataset.class_ids, dataset.attributes["body_color"] * 10 + dataset.attributes["wing_color"])
+    assert all(len(captions) == 4 for captions in dataset.captions) and dataset.char_cnn_rnn is None
+    assert dataset.images[0].shape == (32, 32, 3)
+    assert np.array_equal(dataset.images[5], toy.render_image((0, 0, 5, 32)))
+
+
+def test_cache_is_reused_and_keyed_on_every_input(tmp_path: Path, monkeypatch) -> None:
+    cfg = _config(tmp_path)
+    events = []
+    build_dataset(cfg, "test", [8, 16], augment=False, progress_fn=events.append)
+    assert events[-1].completed == events[-1].total == 6 and events[-1].task == "render toy-birds test"
+    monkeypatch.setattr(toy, "build_image_store", lambda *a, **k: pytest.fail("rendered again"))
+    build_dataset(cfg, "test", [8, 16], augment=False)
+    names = {toy.store_directory(c).name for c in (
+        cfg, _config(tmp_path, toy_seed=1), _config(tmp_path, toy_render_size=40),
+        _config(tmp_path, toy_train_size=13), _config(tmp_path, toy_test_size=7))}
+    assert len(names) == 5
+    before = toy.store_directory(cfg)
+    monkeypatch.setattr(toy, "RENDERER_VERSION", toy.RENDERER_VERSION + 1)
+    assert toy.store_directory(cfg) != before
+
+
+def test_default_cache_dir_follows_xdg(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cfg = DataConfig(toy_train_size=2, toy_test_size=2, toy_render_size=16)
+    assert toy.store_directory(cfg).parent == tmp_path / "xdg" / "stackgan2"
+
+
+def test_interrupted_render_leaves_no_cache(tmp_path: Path, monkeypatch) -> None:
+    cfg = _config(tmp_path)
+    calls = []
+
+    def render_then_die(item):
+        calls.append(item)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return toy.render_image(item)
+
+    monkeypatch.setattr(toy, "render_image", render_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        toy.load_toy_birds(cfg, "train")
+    root = toy.store_directory(cfg)
+    assert list(root.iterdir()) == []
+    monkeypatch.undo()
+    abandoned = root / f".train.tmp-999999999-deadbeef@{socket.gethostname()}"  # as left by a SIGKILLed renderer
+    abandoned.mkdir()
+    (abandoned / "pixels.bin").write_bytes(b"partial")
+    parts = toy.load_toy_birds(cfg, "train")
+    assert len(parts.images) == 12 and sorted(os.listdir(root)) == ["train"]
+
+
+def test_damaged_cache_is_rebuilt(tmp_path: Path, caplog) -> None:
+    cfg = _config(tmp_path)
+    parts = toy.load_toy_birds(cfg, "test")
+    pixels = parts.images.directory / "pixels.bin"
+    pixels.write_bytes(pixels.read_bytes()[:100])
+    again = toy.load_toy_birds(cfg, "test")
+    assert "discarding damaged cache" in caplog.text
+    assert np.array_equal(again.images[2], toy.render_image((0, 1, 2, 32)))
