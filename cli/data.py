@@ -30,8 +30,10 @@ def _config(preset: str, config: Path | None, dataset: str | None, data_dir: Pat
 
 @contextlib.contextmanager
 def _progress() -> Iterator[ProgressFn]:
-    """Progress bars that appear only once there is something to render or decode (a cached dataset
-    loads silently, and an error stays the one line the error boundary prints)."""
+    """Progress bars that appear with the first event, not before.
+
+    A cached dataset then loads silently, and an error stays the one line the error boundary prints.
+    """
     with contextlib.ExitStack() as stack:
         bars: list[RichProgress] = []
 

@@ -124,3 +124,9 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path, caplog) -> None:
     again = toy.load_toy_birds(cfg, "test")
     assert "discarding damaged cache" in caplog.text
     assert np.array_equal(again.images[2], toy.render_image((0, 1, 2, 32)))
+
+
+def test_too_small_renders_are_upscaled_with_a_warning(tmp_path: Path, caplog) -> None:
+    dataset = build_dataset(_config(tmp_path, toy_render_size=16), "test", [8, 16], augment=True)
+    assert "rendered at 16 px but 16 px images need 19 px" in caplog.text
+    assert [tuple(image.shape) for image in dataset[0]["images"]] == [(3, 8, 8), (3, 16, 16)]

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stackgan2.data.source import DatasetParts
-from stackgan2.data.transforms import center_crop, fit_array, oversize, resize_square
+from stackgan2.data.transforms import center_crop, fit_array, oversize, resize_stages
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -114,8 +114,7 @@ class CaptionedImageDataset(Dataset):
                 crop = crop[:, ::-1]
         else:
             crop = center_crop(image, largest)
-        crop = np.ascontiguousarray(crop)
-        return [_to_tensor(resize_square(crop, size)) for size in self.image_sizes]
+        return [_to_tensor(image) for image in resize_stages(np.ascontiguousarray(crop), self.image_sizes)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = operator.index(index)

@@ -1,4 +1,5 @@
-"""What every dataset source (toy-birds, cub/flowers, folder) hands to ``CaptionedImageDataset``."""
+"""Shared by the dataset sources: ``DatasetParts`` (what a source hands to ``CaptionedImageDataset``), the
+decode cache of image files, caption files and class labels."""
 
 from __future__ import annotations
 

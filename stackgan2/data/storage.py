@@ -91,10 +91,6 @@ class ImageStore:
         start = self.offsets[index]
         return self._pixels[start : start + height * width * 3].reshape(height, width, 3)
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.offsets[-1])
-
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pixels": None}
 
@@ -146,7 +142,6 @@ def build_image_store(
     task: str,
     progress_fn: ProgressFn | None = None,
     on_failure: Callable[[int, str], None] | None = None,
-    processes: int | None = None,
 ) -> tuple[ImageStore, dict[str, Any]]:
     """Write ``make_image(item)`` for every item into a new store at ``directory``, atomically.
 
@@ -163,7 +158,7 @@ def build_image_store(
     try:
         shapes: list[tuple[int, int]] = []
         report(progress_fn, task, 0, len(items))
-        results = parallel_map(make_image, items, processes=processes)
+        results = parallel_map(make_image, items)
         with open(tmp / PIXELS, "wb") as handle, contextlib.closing(results):
             for done, result in enumerate(results, start=1):
                 if isinstance(result, str):

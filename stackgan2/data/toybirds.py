@@ -598,10 +598,8 @@ def describe_split(seed: int, split_id: int, count: int) -> dict[str, Any]:
     return {"captions": captions, "attributes": {name: [codes[name] for codes in attributes] for name in ATTRIBUTE_VALUES}}
 
 
-def load_toy_birds(
-    cfg: DataConfig, split: str, progress_fn: ProgressFn | None = None, processes: int | None = None
-) -> DatasetParts:
-    """The toy-birds ``split``, rendered on first use (on ``processes`` cores, default all) and cached."""
+def load_toy_birds(cfg: DataConfig, split: str, progress_fn: ProgressFn | None = None) -> DatasetParts:
+    """The toy-birds ``split``, rendered on first use (on all cores) and cached."""
     count = cfg.toy_train_size if split == "train" else cfg.toy_test_size
     split_id = SPLIT_IDS[split]
     directory = store_directory(cfg) / split
@@ -615,7 +613,6 @@ def load_toy_birds(
             lambda: describe_split(cfg.toy_seed, split_id, count),
             task=f"render toy-birds {split}",
             progress_fn=progress_fn,
-            processes=processes,
         )
     store, meta = opened
     attributes = {name: np.asarray(codes, dtype=np.int64) for name, codes in meta["attributes"].items()}

@@ -52,11 +52,10 @@ def fit_array(array: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(scale_short_side(Image.fromarray(np.ascontiguousarray(array)), size))
 
 
-def resize_square(array: np.ndarray, size: int) -> np.ndarray:
-    """A square uint8 image resized to (size, size), bilinear with antialiasing as PIL does it."""
-    if array.shape[0] == size:
-        return array
-    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).resize((size, size), Image.BILINEAR))
+def resize_stages(crop: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """A square uint8 crop resized to every size (bilinear, antialiased as PIL does it; official ``Scale``)."""
+    image = Image.fromarray(np.ascontiguousarray(crop))
+    return [crop if size == crop.shape[0] else np.asarray(image.resize((size, size), Image.BILINEAR)) for size in sizes]
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:
