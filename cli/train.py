@@ -59,6 +59,7 @@ def train(
     keep_checkpoints: Annotated[int | None, Opt("--keep-checkpoints", help="How many recent checkpoints to keep.")] = None,
     text_encoder: Annotated[Path | None, Opt("--text-encoder", help="Pretrained text encoder dir (skip phase 0).")] = None,
     embeddings: Annotated[str | None, Opt("--embeddings", help="damsm (own encoder) or char-cnn-rnn (original pickles).")] = None,
+    on_nan: Annotated[str | None, Opt("--on-nan", help="Non-finite loss: stop, or skip (drop the step, restore the last checkpoint).")] = None,
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC convolutions.")] = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile G and Ds (eager fallback).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run from its latest valid checkpoint.")] = False,
@@ -90,6 +91,7 @@ def train(
         "train.keep_checkpoints": keep_checkpoints,
         "train.text_encoder": text_encoder,
         "train.embeddings": embeddings,
+        "train.on_nan": on_nan,
         "train.channels_last": channels_last,
         "train.compile": compile,
     }

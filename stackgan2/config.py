@@ -113,6 +113,9 @@ class TrainConfig(_Frozen):
     sample_every: int = Field(1, ge=1, description="epochs between sample grids")
     checkpoint_every: int = Field(2000, ge=1, description="iterations between checkpoints (official: 2000)")
     keep_checkpoints: int = Field(3, ge=1)
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="non-finite loss/gradient: stop, or skip = drop the step and restore the last checkpoint"
+    )
     channels_last: bool = Field(True, description="NHWC memory format for convolutions (see benchmarks/)")
     fused_optimizer: bool = Field(True, description="foreach/fused Adam and foreach EMA instead of per-tensor loops")
     compile: bool = Field(False, description="torch.compile G and Ds (falls back to eager if compilation fails)")
@@ -205,11 +208,8 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def apply_overrides(
-    base: ExperimentConfig, config_file: Path | None = None, overrides: dict[str, Any] | None = None
-) -> ExperimentConfig:
-    """``base`` (e.g. a resumed run's stored config) < config file < overrides."""
-    raw = base.model_dump(mode="json")
+def _layered(raw: dict[str, Any], config_file: Path | None, overrides: dict[str, Any] | None) -> ExperimentConfig:
+    """``raw`` < config file < overrides, validated in one place."""
     if config_file is not None:
         raw = _merge(raw, _read_config_file(Path(config_file)))
     raw = _merge(raw, _nest(overrides or {}))
@@ -217,6 +217,13 @@ def apply_overrides(
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def apply_overrides(
+    base: ExperimentConfig, config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """``base`` (e.g. a resumed run's stored config) < config file < overrides."""
+    return _layered(base.model_dump(mode="json"), config_file, overrides)
 
 
 def changed_fields(old: ExperimentConfig, new: ExperimentConfig, fields: tuple[str, ...]) -> list[str]:
@@ -242,11 +249,4 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
 ) -> ExperimentConfig:
     """defaults < preset < config file < overrides (dotted keys such as ``"model.stage_num"``)."""
-    raw = _merge({"preset": preset}, load_preset(preset))
-    if config_file is not None:
-        raw = _merge(raw, _read_config_file(Path(config_file)))
-    raw = _merge(raw, _nest(overrides or {}))
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    return _layered(_merge({"preset": preset}, load_preset(preset)), config_file, overrides)

@@ -55,8 +55,8 @@ def test_g_step_does_not_change_discriminators(cfg, tmp_path):
     after_d = {}
     original_update = trainer._update
 
-    def spy(loss, optimizer, scaler, params):
-        original_update(loss, optimizer, scaler, params)
+    def spy(loss, optimizer, scaler, params, what, terms):
+        original_update(loss, optimizer, scaler, params, what, terms)
         if optimizer is trainer.opts_D[-1]:
             after_d.update({k: v.clone() for k, v in trainer.discriminators.named_parameters()})
 
@@ -185,3 +185,41 @@ def test_compile_failure_falls_back_to_eager(cfg, tmp_path, monkeypatch, caplog)
     s2 = eager.train_step(*_batch(cfg))
     assert "torch.compile failed" in caplog.text
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def _tiny_dataset(cfg):
+    import numpy as np
+
+    from stackgan2.data import build_dataset
+
+    dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=0)
+    rng = np.random.default_rng(0)
+    dataset.set_embeddings(rng.standard_normal((len(dataset), 10, cfg.model.text_dim)).astype(np.float32))
+    return dataset
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_on_nan_policy(tmp_path, policy):
+    from stackgan2.training.trainer import NonFiniteLoss
+
+    cfg = resolve_config("tiny", overrides={"train.device": "cpu", "train.on_nan": policy, "train.max_steps": 8})
+    trainer = Trainer(cfg, tmp_path / "run")
+    original = trainer._train_step
+
+    def poisoned(real, wrong, embedding):
+        if trainer.step == 5:  # the 6th step goes wrong, after the checkpoint at step 4
+            raise NonFiniteLoss("non-finite D2 (32 px) loss term fake at step 6")
+        return original(real, wrong, embedding)
+
+    trainer._train_step = poisoned
+    dataset = _tiny_dataset(cfg)
+    if policy == "stop":
+        with pytest.raises(TrainingError, match=r"D2 \(32 px\).*training stopped, the last checkpoint is intact"):
+            trainer.fit(dataset)
+        assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000004.safetensors"]
+        return
+    result = trainer.fit(dataset)
+    assert result.steps == 8
+    records = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    skipped = [r for r in records if r.get("skipped")]
+    assert len(skipped) == 1 and skipped[0]["step"] == 6 and skipped[0]["restored_from_step"] == 4

@@ -52,6 +52,10 @@ log = logging.getLogger("stackgan2.training")
 FIXED_ON_RESUME = ("model", "data.dataset", "data.data_dir", "data.toy_train_size", "data.toy_seed", "text", "train.embeddings")
 
 
+class NonFiniteLoss(TrainingError):
+    """A loss or gradient became NaN/inf; handled by ``train.on_nan``."""
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -145,19 +149,21 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _update(self, loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list) -> None:
+    def _update(self, loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list,
+                what: str, terms: dict[str, Tensor]) -> None:
+        """Backward, average across processes, check, step. Nothing is stepped when the loss or a
+        gradient is non-finite. The check runs after the all-reduce, so every process agrees."""
         scaler.scale(loss).backward()
         average_gradients(params, self.ctx)
+        if not scaler.is_enabled():  # with fp16 the scaler itself skips steps with inf gradients
+            grads = [p.grad for p in params if p.grad is not None]
+            grads_finite = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
+            if not torch.isfinite(loss) or not grads_finite:
+                bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+                problem = f"loss term {', '.join(bad)}" if bad else "loss" if not torch.isfinite(loss) else "gradient"
+                raise NonFiniteLoss(f"non-finite {what} {problem} at step {self.step + 1}")
         scaler.step(optimizer)
         scaler.update()
-
-    def _check_finite(self, loss: Tensor, what: str, terms: dict[str, Tensor]) -> None:
-        if not torch.isfinite(loss):
-            bad = [name for name, value in terms.items() if not torch.isfinite(value)] or ["total"]
-            raise TrainingError(
-                f"non-finite {what} loss at step {self.step + 1} (term {', '.join(bad)}); "
-                "training stopped, the last checkpoint is intact (try a lower learning rate)"
-            )
 
     def train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor) -> dict[str, Tensor]:
         """One official StackGAN-v2 iteration; returns every loss term (detached tensors).
@@ -215,8 +221,8 @@ class Trainer:
                 wrong_out = D(wrong[i], condition)
                 fake_out = D(fakes[i].detach(), condition)
                 loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
-            self._check_finite(loss, f"D{i} ({self.discriminators[i].resolution} px)", terms)
-            self._update(loss, opt, scaler, list(self.discriminators[i].parameters()))
+            D_params = list(self.discriminators[i].parameters())
+            self._update(loss, opt, scaler, D_params, f"D{i} ({self.discriminators[i].resolution} px)", terms)
             stats.update({f"D{i}/{k}": v for k, v in terms.items()})
             stats[f"D{i}/total"] = loss.detach()
 
@@ -233,8 +239,8 @@ class Trainer:
                 color = color_consistency_loss([f.float() for f in fakes]) if t.color_coef > 0 else kl.new_zeros(())
                 total = adversarial + t.kl_coef * kl + t.color_coef * color
             stats.update({"G/adversarial": adversarial.detach(), "KL": kl.detach(), "color": color.detach()})
-            self._check_finite(total, "G", {"adversarial": adversarial, "KL": kl, "color": color})
-            self._update(total, self.opt_G, self.scalers[-1], list(self.G.parameters()))
+            self._update(total, self.opt_G, self.scalers[-1], list(self.G.parameters()), "G",
+                         {"adversarial": adversarial, "KL": kl, "color": color})
             stats["G/total"] = total.detach()
         finally:
             self.discriminators.requires_grad_(True)
@@ -301,7 +307,23 @@ class Trainer:
         return save_checkpoint(self.run.checkpoints, self.step, tensors, meta, self.cfg.train.keep_checkpoints)
 
     def load_state(self, checkpoint: Checkpoint) -> None:
-        """Restore from a checkpoint; raises CheckpointError if it does not fit this model."""
+        """Restore everything from a checkpoint; raises CheckpointError if it does not fit this model."""
+        self.load_weights(checkpoint)
+        tensors, meta = checkpoint.tensors, checkpoint.meta
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        noise = tensors.get(f"rng.noise.{self.ctx.rank}")
+        if noise is not None and meta.get("world_size", 1) == self.ctx.world_size:
+            self.noise.set_state(noise)
+        name, pos, has_gauss, cached = meta["rng_numpy"]
+        np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, state_list, gauss = meta["rng_python"]
+        random.setstate((version, tuple(state_list), gauss))
+        self.step, self.epoch, self.batch_in_epoch = checkpoint.step, int(meta["epoch"]), int(meta["batch_in_epoch"])
+
+    def load_weights(self, checkpoint: Checkpoint) -> None:
+        """Restore G, G_ema, the discriminators and the optimisers (not RNG or position)."""
         tensors, meta = checkpoint.tensors, checkpoint.meta
         stored = meta.get("config", {}).get("model")
         if stored != self.cfg.model.model_dump(mode="json"):
@@ -322,17 +344,6 @@ class Trainer:
                 _match_param_layout(opt)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this model: {str(exc).splitlines()[0]}") from None
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        noise = tensors.get(f"rng.noise.{self.ctx.rank}")
-        if noise is not None and meta.get("world_size", 1) == self.ctx.world_size:
-            self.noise.set_state(noise)
-        name, pos, has_gauss, cached = meta["rng_numpy"]
-        np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-        version, state_list, gauss = meta["rng_python"]
-        random.setstate((version, tuple(state_list), gauss))
-        self.step, self.epoch, self.batch_in_epoch = checkpoint.step, int(meta["epoch"]), int(meta["batch_in_epoch"])
 
     # --------------------------------------------------------------------------------- the loop
     @contextlib.contextmanager
@@ -375,10 +386,12 @@ class Trainer:
             self.load_state(resumed)
             log.info("resuming from %s (step %d, epoch %d)", resumed.path.name, self.step, self.epoch)
         if self.ctx.is_main:
+            self.run.create()
             self.run.truncate_stats(self.step)
         last_checkpoint = resumed.path if resumed else None
         last_stats: dict[str, float] = {}
         started = time.perf_counter()
+        skipped_in_a_row = 0
         loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda"}
         self.G.train()
         self.discriminators.train()
@@ -390,14 +403,19 @@ class Trainer:
                 tick = time.perf_counter()
                 for batch in loader:
                     real, wrong, embedding = self._to_device(batch)
-                    stats = self.train_step(real, wrong, embedding)
+                    try:
+                        stats = self.train_step(real, wrong, embedding)
+                        skipped_in_a_row = 0
+                    except NonFiniteLoss as exc:
+                        skipped_in_a_row += 1
+                        stats = self._skip_step(exc, skipped_in_a_row)
                     self.step += 1
                     self.batch_in_epoch += 1
                     if self.batch_in_epoch == per_epoch:
                         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     now = time.perf_counter()
                     seconds, tick = now - tick, now
-                    if self.step % t.log_every == 0 or self.step == total_steps:
+                    if self.step % t.log_every == 0 or self.step == total_steps or "skipped" in stats:
                         last_stats = self._log(stats, seconds, embedding.shape[0] * self.ctx.world_size)
                     report(self.progress_fn, "train", self.step, total_steps, epoch=self.epoch,
                            D=sum(v for k, v in last_stats.items() if k.endswith("/total") and k.startswith("D")),
@@ -415,6 +433,21 @@ class Trainer:
                     if self.step >= total_steps:
                         break
         return TrainResult(self.run.root, self.step, self.epoch, last_checkpoint, last_stats, time.perf_counter() - started)
+
+    def _skip_step(self, exc: NonFiniteLoss, in_a_row: int, limit: int = 10) -> dict[str, Tensor]:
+        """``on_nan=stop``: end training. ``skip``: drop this step and restore the last checkpoint's
+        weights and optimiser state; the data position and noise stream move on."""
+        stop = f"{exc}; training stopped, the last checkpoint is intact (try a lower learning rate or --on-nan skip)"
+        if self.cfg.train.on_nan == "stop":
+            raise TrainingError(stop) from None
+        if in_a_row > limit:
+            raise TrainingError(f"{exc}; {limit} steps in a row were non-finite, giving up") from None
+        checkpoint = latest_checkpoint(self.run.checkpoints)
+        if checkpoint is None:
+            raise TrainingError(f"{exc}; no checkpoint to restore yet, training stopped") from None
+        self.load_weights(checkpoint)
+        log.warning("%s: step skipped, weights restored from %s", exc, checkpoint.path.name)
+        return {"skipped": torch.tensor(1.0), "restored_from_step": torch.tensor(float(checkpoint.step))}
 
     def _log(self, stats: dict[str, Tensor], seconds: float, images: int) -> dict[str, float]:
         values = {k: float(v) for k, v in stats.items()}
