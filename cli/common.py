@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperGroup
 
 from stackgan2.errors import StackGAN2Error
 
@@ -37,7 +40,7 @@ state = _State()
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -67,11 +70,41 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+@contextlib.contextmanager
+def _usage_errors_as_one_line() -> Iterator[None]:
+    try:
+        yield
+    except typer.TyperException as exc:  # click's own errors: a bad option value, a missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `stackgan2` alone prints the help
+            raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        raise fail(_one_line(exc.format_message()) + hint, exc.exit_code) from None
+
+
+class OneLineErrorGroup(TyperGroup):
+    """The root command group: option parsing errors become the same one red line as library errors.
+
+    Click's parse errors are raised while making the group's context (root options, unknown command)
+    or while invoking it (every subcommand's options), so both are wrapped.
+    """
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_errors_as_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors_as_one_line():
+            return super().invoke(ctx)
+
+
 class _WarningHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         colour = "yellow" if record.levelno >= logging.WARNING else "dim"
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        err_console.print(f"[{colour}]{prefix}{record.getMessage()}[/]", markup=True, highlight=False)
+        err_console.print(
+            f"[{colour}]{escape(prefix + record.getMessage())}[/]", markup=True, highlight=False, soft_wrap=True
+        )
 
 
 def setup_logging() -> None:
@@ -105,7 +138,9 @@ class RichProgress:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:  # a failed command ends with its one error line, not a half-done bar
+            self.progress.live.transient = True
         self.progress.stop()
 
     def __call__(self, event: Any) -> None:

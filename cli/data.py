@@ -62,10 +62,11 @@ def preview(
     from stackgan2.data import build_dataset
     from stackgan2.data.preview import preview_grid
     from stackgan2.errors import UsageError
-    from stackgan2.io import atomic_save
+    from stackgan2.io import atomic_save, check_output_dir
 
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, got {split!r}")
+    check_output_dir(out.parent)
     cfg = _config(preset, config, dataset, data_dir, cache_dir)
     with _progress() as progress:
         data = build_dataset(cfg.data, split, cfg.model.resolutions, augment=False, progress_fn=progress)

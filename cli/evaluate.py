@@ -118,13 +118,13 @@ def train_classifier(
     init_weights: Annotated[
         Path | None, Opt("--init-weights", help="torchvision MobileNetV2 ImageNet weights file to fine-tune from.")
     ] = None,
-    epochs: Annotated[int, Opt("--epochs", min=1, help="Training epochs.")] = 8,
+    epochs: Annotated[int, Opt("--epochs", min=1, help="Training epochs.")] = 10,
     batch_size: BatchSize = 64,
     lr: Annotated[float, Opt("--lr", min=0.0, help="Adam learning rate (a pretrained backbone uses lr/10).")] = 2e-3,
     image_size: Annotated[
         int | None, Opt("--image-size", min=16, help="Input resolution (default: 64 for small-cnn, 224 for mobilenet_v2).")
     ] = None,
-    width: Annotated[int, Opt("--width", min=1, help="small-cnn width (channels of the first layer).")] = 32,
+    width: Annotated[int, Opt("--width", min=1, help="small-cnn width (channels of the first layer).")] = 16,
     workers: Annotated[int | None, Opt("--workers", min=0, help="DataLoader worker processes.")] = None,
     device: DeviceOpt = "auto",
     seed: Seed = None,

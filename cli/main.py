@@ -11,10 +11,11 @@ from typing import Annotated
 import typer
 
 from stackgan2 import __version__
-from stackgan2.cli.common import state
+from stackgan2.cli.common import OneLineErrorGroup, state
 
 app = typer.Typer(
     name="stackgan2",
+    cls=OneLineErrorGroup,
     help="StackGAN++ text-to-image synthesis: train, sample, evaluate.",
     no_args_is_help=True,
     add_completion=False,

@@ -76,7 +76,7 @@ def sample(
     device: DeviceOpt = "auto",
 ) -> None:
     """Turn sentences into images; prints the paths of the PNGs it writes."""
-    from stackgan2.pipeline import check_output_dir
+    from stackgan2.io import check_output_dir
 
     texts = _read_prompts(prompts, prompts_file)
     check_output_dir(out)
@@ -124,7 +124,8 @@ def interpolate(
 
     from stackgan2.errors import UsageError
     from stackgan2.imaging import save_png
-    from stackgan2.pipeline import check_output_dir, slugify
+    from stackgan2.io import check_output_dir
+    from stackgan2.pipeline import slugify
 
     out = out if out is not None else Path("samples")
     to_file = out.suffix.lower() == ".png"
@@ -152,6 +153,7 @@ def plot_losses(
 ) -> None:
     """Plot D/G losses per stage, KL and colour consistency over epochs, and print a summary."""
     from stackgan2.errors import DataError
+    from stackgan2.io import check_output_dir
     from stackgan2.plotting import plot_losses as draw
     from stackgan2.plotting import read_stats, summarize
 
@@ -164,6 +166,7 @@ def plot_losses(
     stats = run_dir if run_dir.is_file() else run_dir / "stats.jsonl"
     records = read_stats(stats)
     out = out if out is not None else stats.parent / "losses.png"
+    check_output_dir(out.parent)
     draw(records, out, window=smooth, log_y=log_y, title=stats.parent.name)
     summary = summarize(records)
     table = Table(title=f"{stats.parent.name}: {summary.records} records, step {summary.steps}, epoch {summary.epochs:.2f}")

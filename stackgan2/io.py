@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from stackgan2.errors import UsageError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -30,23 +32,42 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def check_output_dir(directory: Path) -> None:
+    """UsageError if ``directory`` is, or lies under, something other than a directory.
+
+    Commands call it before doing their work, so a mistyped output path fails at once.
+    """
+    directory = Path(directory)
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
+    if not existing.is_dir():
+        under = "" if existing == directory else f" lies under {existing}, which"
+        raise UsageError(f"output path {directory}{under} exists and is not a directory")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it is fsynced and renamed over ``path``."""
+    """Yield a temp path beside ``path``; on success it is fsynced and renamed over ``path``.
+
+    An OSError (disk full, no permission) is raised again naming ``path``, not the temp file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should look like any file
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should look like any file
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path})") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil
-from stackgan2.io import sha256_file
+from stackgan2.io import check_output_dir, sha256_file
 from stackgan2.networks import Generator
 from stackgan2.text import PromptEncoder
 
@@ -90,12 +90,6 @@ def slugify(text: str, limit: int = 48) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
     return slug[:limit].rstrip("-") or "prompt"
-
-
-def check_output_dir(directory: Path) -> None:
-    """Refuse an output path that exists and is not a directory (checked before generating anything)."""
-    if Path(directory).exists() and not Path(directory).is_dir():
-        raise UsageError(f"output path {directory} exists and is not a directory; pass a directory for the images")
 
 
 def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str], columns: int, padding: int = 6) -> Image.Image:
@@ -526,8 +520,7 @@ def _write_directory(directory: Path, write: Callable[[Path], None]) -> None:
     Readers see the old complete pipeline or the new one. Only a missing or empty directory, or a
     previous pipeline, may be replaced.
     """
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"output path {directory} exists and is not a directory")
+    check_output_dir(directory)
     if directory.is_dir() and any(directory.iterdir()) and not _is_pipeline_dir(directory):
         raise UsageError(
             f"output directory {directory} holds other files; choose a new or empty directory or a previous export"

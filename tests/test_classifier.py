@@ -37,12 +37,12 @@ def toy_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, toy_cache):
-    """A small CNN trained for two epochs on the tiny toy-birds split through the CLI."""
+    """A small CNN trained for 64 steps on the tiny toy-birds split through the CLI."""
     from typer.testing import CliRunner
 
     out = tmp_path_factory.mktemp("classifier") / "clf"
     result = CliRunner().invoke(app, [
-        "train-classifier", "--preset", "tiny", "--cache-dir", str(toy_cache), "--epochs", "2", "--batch-size", "16",
+        "train-classifier", "--preset", "tiny", "--cache-dir", str(toy_cache), "--epochs", "8", "--batch-size", "8",
         "--image-size", "32", "--width", "4", "--device", "cpu", "--out", str(out),
     ])
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory, toy_cache):
     common = ["--preset", "tiny", "--cache-dir", str(toy_cache), "--device", "cpu"]
     result = runner.invoke(app, ["train", *common, "--max-steps", "4", "--run-dir", str(root / "run")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["train-classifier", *common, "--epochs", "1", "--batch-size", "16",
+    result = runner.invoke(app, ["train-classifier", *common, "--epochs", "8", "--batch-size", "8",
                                  "--image-size", "32", "--width", "4", "--out", str(root / "clf")])
     assert result.exit_code == 0, result.output
     return root
@@ -45,7 +45,7 @@ def test_eval_computes_every_metric_and_writes_the_report(runner, tiny_run, toy_
     report = json.loads(out.read_text())
     metrics = report["metrics"]
     assert set(metrics) == {"fid", "inception_score", "inception_score_real", "r_precision", "attribute_accuracy"}
-    assert metrics["fid"] > 0
+    assert metrics["fid"] > 1.0  # a 4-step generator is far from the real birds
     assert 1.0 <= metrics["inception_score"]["mean"] <= 100 and metrics["inception_score"]["splits"] == 10
     assert 0.0 <= metrics["r_precision"]["value"] <= 1.0 and metrics["r_precision"]["candidates"] == 100
     attrs = metrics["attribute_accuracy"]

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError
-from stackgan2.text import ImageEncoder, TextEncoder
+from stackgan2.text import ImageEncoder, PromptEncoder, TextEncoder, Vocabulary
 from stackgan2.text.damsm import (
     regression_loss,
     same_class_negatives,
@@ -140,6 +141,15 @@ def test_mobilenet_backbone_loads_local_weights_and_stays_frozen(tmp_path) -> No
     assert not encoder.region_net.training  # frozen BatchNorm statistics
     trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
     assert trainable == {"region_proj.weight", "region_proj.bias", "global_proj.weight", "global_proj.bias"}
+    # a saved encoder directory rebuilds the backbone without the original weights file
+    vocab = Vocabulary.build(["a red bird"])
+    text = TextConfig(dim=16, word_dim=4, image_width=4)
+    PromptEncoder(vocab, TextEncoder(len(vocab), 4, 16), text, image_encoder=encoder).save(tmp_path / "enc")
+    weights.unlink()
+    loaded = PromptEncoder.load(tmp_path / "enc").image_encoder
+    assert loaded.backbone == "mobilenet_v2"
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded(images)[1], encoder.eval()(images)[1], atol=1e-5)
 
 
 def test_inception_backbone_gives_the_attngan_17x17_grid(tmp_path) -> None:

@@ -144,3 +144,19 @@ def test_pretrain_refuses_a_foreign_output_directory_before_training(tmp_path) -
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"")
     with pytest.raises(UsageError, match="holiday.jpg"):
         pretrain_text_encoder(tiny_config(), tmp_path / "photos")
+
+
+@pytest.mark.parametrize(
+    "backbone, weights, message",
+    [
+        ("resnet50", None, "unknown image backbone"),
+        ("mobilenet_v2", None, "needs its ImageNet weights"),
+        ("cnn", "weights.pth", "not cnn"),
+    ],
+)
+def test_bad_backbone_choices_are_usage_errors(backbone, weights, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        fit_prompt_encoder(
+            tiny_config(), ShapesDataset(8, seed=0), ShapesDataset(8, seed=1),
+            image_backbone=backbone, backbone_weights=weights,
+        )  # fmt: skip

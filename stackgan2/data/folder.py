@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path, PurePosixPath
 
 from stackgan2.config import DataConfig
@@ -58,10 +59,11 @@ def load_folder(cfg: DataConfig, split: str, short_side: int, progress_fn: Progr
     skipped += [(files[position], reason) for position, reason in failed]
     failed_positions = {position for position, _ in failed}
     kept = [name for position, name in enumerate(files) if position not in failed_positions]
+    if not kept:  # one error, no warning before it, and no cached store that holds nothing
+        shutil.rmtree(store.directory, ignore_errors=True)
+        raise DataError(f"none of the {len(files)} images in {root} could be read: {_describe(skipped)}")
     if skipped:
         _warn_skipped(root, skipped, listed)
-    if not kept:
-        raise DataError(f"none of the {len(files)} images in {root} could be read: {_describe(skipped)}")
     class_ids, num_classes = contiguous_ids([str(PurePosixPath(name).parent) for name in kept])
     return DatasetParts(
         name="folder",

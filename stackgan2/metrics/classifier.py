@@ -84,8 +84,8 @@ def _conv_bn_relu(in_ch: int, out_ch: int, stride: int) -> list[nn.Module]:
 
 
 def _small_cnn(width: int) -> tuple[nn.Sequential, int]:
-    """Stem, then four (stride-2 conv, conv) stages doubling the width up to 8*width; 64 px -> 4 x 4."""
-    channels = [width, 2 * width, 4 * width, 8 * width, 8 * width]
+    """Stem, then three (stride-2 conv, conv) stages doubling the width up to 8*width; 64 px -> 8 x 8."""
+    channels = [width, 2 * width, 4 * width, 8 * width]
     layers = _conv_bn_relu(3, width, 1)
     for in_ch, out_ch in zip(channels, channels[1:], strict=False):
         layers += _conv_bn_relu(in_ch, out_ch, 2) + _conv_bn_relu(out_ch, out_ch, 1)
@@ -99,11 +99,12 @@ class ImageClassifier(nn.Module):
         super().__init__()
         self.spec = spec
         if spec.arch == "small-cnn":
-            self.backbone, self.feature_dim = _small_cnn(spec.width)
+            self.backbone, channels = _small_cnn(spec.width)
         else:
             from torchvision import models
 
-            self.backbone, self.feature_dim = models.mobilenet_v2(weights=None).features, 1280
+            self.backbone, channels = models.mobilenet_v2(weights=None).features, 1280
+        self.feature_dim = 2 * channels  # average and max pooled
         heads = {CLASS_HEAD: spec.num_classes} | {name: len(values) for name, values in spec.attributes.items()}
         self.heads = nn.ModuleDict({name: nn.Linear(self.feature_dim, size) for name, size in heads.items()})
 
@@ -120,7 +121,10 @@ class ImageClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"features": (B, F), "class": (B, classes), <attribute>: (B, values), ...}``."""
         assert images.ndim == 4 and images.shape[1] == 3, f"images must be (B, 3, S, S), got {tuple(images.shape)}"
-        features = self.backbone(self._prepare(images)).mean(dim=(2, 3))
+        # Max pooling next to average pooling: a bird covers a small part of the frame, and a colour
+        # present anywhere on it should not be averaged away by the background.
+        grid = self.backbone(self._prepare(images))
+        features = torch.cat([grid.mean(dim=(2, 3)), grid.amax(dim=(2, 3))], dim=1)
         assert features.shape == (images.shape[0], self.feature_dim)
         return {"features": features} | {name: head(features) for name, head in self.heads.items()}
 
@@ -315,11 +319,11 @@ def train_classifier(
     *,
     arch: str = "small-cnn",
     init_weights: Path | None = None,
-    epochs: int = 8,
+    epochs: int = 10,
     batch_size: int = 64,
     lr: float = 2e-3,
     image_size: int | None = None,
-    width: int = 32,
+    width: int = 16,
     device: str = "auto",
     seed: int = 0,
     progress_fn: ProgressFn | None = None,

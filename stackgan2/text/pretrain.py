@@ -113,6 +113,8 @@ def pretrain_text_encoder(
 def _check_backbone(image_backbone: str, backbone_weights: Path | None) -> None:
     if image_backbone not in BACKBONES:
         raise UsageError(f"unknown image backbone {image_backbone!r}; valid: {', '.join(BACKBONES)}")
+    if image_backbone == "cnn" and backbone_weights is not None:
+        raise UsageError("backbone weights apply to --image-backbone inception_v3 or mobilenet_v2, not cnn")
     if image_backbone != "cnn" and backbone_weights is None:
         raise UsageError(
             f"image backbone {image_backbone} needs its ImageNet weights file (--backbone-weights); "

@@ -12,7 +12,7 @@ import torch
 from stackgan2.config import ExperimentConfig, apply_overrides, changed_fields, resolve_config
 from stackgan2.errors import CheckpointError, DataError, UsageError
 from stackgan2.progress import ProgressFn
-from stackgan2.training.checkpoint import list_checkpoints
+from stackgan2.training.checkpoint import latest_checkpoint, list_checkpoints
 from stackgan2.training.distributed import DistContext
 from stackgan2.training.rundir import RunDir
 from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult, copy_text_encoder
@@ -60,8 +60,6 @@ def prepare_embeddings(cfg: ExperimentConfig, run: RunDir, dataset, device: torc
 
     if ctx.is_main:
         if cfg.train.text_encoder is not None:
-            if not Path(cfg.train.text_encoder).is_dir():
-                raise CheckpointError(f"--text-encoder {cfg.train.text_encoder} is not a directory")
             copy_text_encoder(Path(cfg.train.text_encoder), run)
         elif not run.text_encoder.is_dir():
             log.info("phase 0: pretraining the text encoder (DAMSM) into %s", run.text_encoder)
@@ -91,21 +89,31 @@ def run_training(
     ctx: DistContext | None = None,
     progress_fn: ProgressFn | None = None,
 ) -> TrainResult:
-    """Write config.json, build the data, run phase 0 if needed, then train (resuming if possible)."""
+    """Build the data, write config.json, run phase 0 if needed, then train (resuming if possible).
+
+    The data, the batch size, the text encoder directory and the checkpoint to resume from are checked
+    before anything is written, so a run that cannot start leaves its run directory as it was (or absent).
+    """
     from stackgan2.data import build_dataset
 
     ctx = ctx or DistContext()
     run = RunDir(Path(run_dir))
-    if ctx.is_main:
-        run.create()
-        run.remove_stale_temp_files()
-        run.write_config(cfg)
     trainer = Trainer(cfg, run.root, ctx=ctx, progress_fn=progress_fn)
     if ctx.is_main:
         dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed, progress_fn=progress_fn)
     ctx.barrier()  # the toy-birds cache is rendered once, by rank 0
     if not ctx.is_main:
         dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed)
+    trainer.epoch_length(len(dataset))
+    if cfg.train.text_encoder is not None and not Path(cfg.train.text_encoder).is_dir():
+        raise CheckpointError(f"--text-encoder {cfg.train.text_encoder} is not a directory")
+    resumed = latest_checkpoint(run.checkpoints)
+    if resumed is not None:
+        trainer.check_compatible(resumed)
+    if ctx.is_main:
+        run.create()
+        run.remove_stale_temp_files()
+        run.write_config(cfg)
     embeddings = prepare_embeddings(cfg, run, dataset, trainer.device, ctx, progress_fn)
     count = min(SAMPLE_CAPTIONS, len(dataset))
     sample_embeddings = torch.stack([torch.as_tensor(embeddings[i, 0]) for i in range(count)])
@@ -113,4 +121,4 @@ def run_training(
     if ctx.is_main:
         run.samples.mkdir(parents=True, exist_ok=True)
         (run.samples / "captions.txt").write_text("".join(f"{c}\n" for c in sample_captions), encoding="utf-8")
-    return trainer.fit(dataset, sample_embeddings, sample_captions)
+    return trainer.fit(dataset, sample_embeddings, sample_captions, resumed)

@@ -322,14 +322,19 @@ class Trainer:
         random.setstate((version, tuple(state_list), gauss))
         self.step, self.epoch, self.batch_in_epoch = checkpoint.step, int(meta["epoch"]), int(meta["batch_in_epoch"])
 
+    def check_compatible(self, checkpoint: Checkpoint) -> None:
+        """CheckpointError unless ``checkpoint`` was trained with this model architecture."""
+        stored = checkpoint.meta.get("config", {}).get("model")
+        current = self.cfg.model.model_dump(mode="json")
+        if stored != current:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.path} was trained with a different architecture ({_diff(stored, current)})"
+            )
+
     def load_weights(self, checkpoint: Checkpoint) -> None:
         """Restore G, G_ema, the discriminators and the optimisers (not RNG or position)."""
         tensors, meta = checkpoint.tensors, checkpoint.meta
-        stored = meta.get("config", {}).get("model")
-        if stored != self.cfg.model.model_dump(mode="json"):
-            raise CheckpointError(
-                f"checkpoint {checkpoint.path} was trained with a different architecture ({_diff(stored, self.cfg.model.model_dump(mode='json'))})"
-            )
+        self.check_compatible(checkpoint)
         try:
             for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
                 module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
@@ -370,25 +375,36 @@ class Trainer:
         embedding = batch["embedding"].to(self.device, non_blocking=True).float()
         return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], embedding
 
-    def fit(self, dataset, sample_embeddings: Tensor | None = None, sample_captions: list[str] | None = None) -> TrainResult:
-        """Train until ``train.epochs`` (or ``train.max_steps``); resumes from the run's latest checkpoint."""
+    def epoch_length(self, dataset_size: int) -> int:
+        """Iterations per epoch; StackGAN2Error if one batch needs more images than there are."""
         t = self.cfg.train
-        per_epoch = steps_per_epoch(len(dataset), t.batch_size, self.ctx.world_size)
+        per_epoch = steps_per_epoch(dataset_size, t.batch_size, self.ctx.world_size)
         if per_epoch == 0:
             raise StackGAN2Error(
-                f"batch size {t.batch_size} is larger than the {len(dataset)} training images"
+                f"batch size {t.batch_size} is larger than the {dataset_size} training images"
                 + (f" per process ({self.ctx.world_size} processes)" if self.ctx.enabled else "")
             )
-        self.per_epoch = per_epoch
+        return per_epoch
+
+    def fit(
+        self,
+        dataset,
+        sample_embeddings: Tensor | None = None,
+        sample_captions: list[str] | None = None,
+        resume_from: Checkpoint | None = None,
+    ) -> TrainResult:
+        """Train until ``train.epochs`` (or ``train.max_steps``), continuing from ``resume_from`` if given
+        (``run_training`` passes the run's latest valid checkpoint)."""
+        t = self.cfg.train
+        per_epoch = self.per_epoch = self.epoch_length(len(dataset))
         total_steps = min(t.max_steps or per_epoch * t.epochs, per_epoch * t.epochs)
-        resumed = latest_checkpoint(self.run.checkpoints)
-        if resumed is not None:
-            self.load_state(resumed)
-            log.info("resuming from %s (step %d, epoch %d)", resumed.path.name, self.step, self.epoch)
+        if resume_from is not None:
+            self.load_state(resume_from)
+            log.info("resuming from %s (step %d, epoch %d)", resume_from.path.name, self.step, self.epoch)
         if self.ctx.is_main:
             self.run.create()
             self.run.truncate_stats(self.step)
-        last_checkpoint = resumed.path if resumed else None
+        last_checkpoint = resume_from.path if resume_from else None
         last_stats: dict[str, float] = {}
         started = time.perf_counter()
         skipped_in_a_row = 0
