@@ -9,7 +9,7 @@ import typer
 
 Preset = Annotated[str, typer.Option("--preset", help="Shipped preset: tiny, toy, birds or flowers.")]
 ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="TOML file overriding the preset ([model], [data], [text], [train]).")
+    Path | None, typer.Option("--config", help="TOML file overriding the preset (sections: model, data, text, train).")
 ]
 StageNum = Annotated[int | None, typer.Option("--stage-num", help="Number of branches, 1..4 (3 = 64/128/256 px).")]
 BaseSize = Annotated[int | None, typer.Option("--base-size", help="Resolution of the first branch (power of two >= 8).")]

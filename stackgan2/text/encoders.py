@@ -66,8 +66,8 @@ class RegressionHead(nn.Module):
 
     The features are standardised first (BatchNorm without its own affine parameters, a fixed affine
     map in eval mode): DAMSM only constrains their direction, and their spread across captions is
-    small (about 0.02 per dimension), which would leave a plain linear layer needing weights in
-    the tens and thousands of Adam steps to get there.
+    small (about 0.02 per dimension), so a plain linear layer would need weights in the tens, which
+    Adam reaches only after thousands of steps.
     """
 
     def __init__(self, dim: int, out_features: int) -> None:
@@ -123,7 +123,7 @@ def _split_backbone(name: str, net: nn.Module) -> tuple[nn.Module, int, nn.Modul
 
 
 def load_backbone_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A torchvision state dict from ``.safetensors`` or a ``.pth``/``.pt`` file (never unpickled)."""
+    """A torchvision state dict from ``.safetensors`` or ``.pth``/``.pt`` (``weights_only`` loading: no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"backbone weights not found: {path}")
