@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,3 +45,19 @@ def branch_strip_grid(branches: Sequence[torch.Tensor], path: Path, padding: int
     sep = np.full((padding, rows.shape[2], 3), 255, np.uint8)
     grid = np.concatenate([part for row in rows for part in (row, sep)][:-1], axis=0)
     save_png(grid, path)
+
+
+def wrap_text(text: str, font: Any, width: int, max_lines: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels, at most ``max_lines`` lines; a cut-off text ends with '...'."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        last = " ".join(lines[max_lines - 1 :])
+        while last and font.getlength(last + "...") > width:
+            last = last[:-1]
+        lines = lines[: max_lines - 1] + [last.rstrip() + "..."]
+    return lines

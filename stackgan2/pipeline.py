@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, UsageError
-from stackgan2.imaging import branch_strip, save_png, to_pil
+from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import check_output_dir, sha256_file
 from stackgan2.networks import Generator
 from stackgan2.text import PromptEncoder
@@ -100,7 +100,7 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str], column
     cell_w = max(96, max(image.width for image in images))
     cell_h = max(image.height for image in images)
     line_h = int(font.getbbox("Ag")[3]) + 2
-    wrapped = [_wrap(caption, font, cell_w) for caption in captions]
+    wrapped = [wrap_text(caption, font, cell_w, 3) for caption in captions]
     caption_h = line_h * max(len(lines) for lines in wrapped) + padding
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
@@ -116,20 +116,6 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str], column
             left = x + (cell_w - int(font.getlength(line))) // 2
             draw.text((left, y + cell_h + padding // 2 + i * line_h), line, fill="black", font=font)
     return sheet
-
-
-def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int, max_lines: int = 3) -> list[str]:
-    """Greedy word wrap to ``width`` pixels; a cut-off caption ends with '...'."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] += "..."
-    return lines
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,9 @@ def test_defaults_are_the_toy_preset_and_runs_text_encoder(calls) -> None:
     result = runner.invoke(app, ["pretrain-text"])
     assert result.exit_code == 0, result.output
     assert calls[0]["cfg"].preset == "toy" and calls[0]["out"] == Path("runs/text-encoder")
-    assert calls[0]["cfg"].text.epochs == 20
+    from stackgan2.config import load_preset
+
+    assert calls[0]["cfg"].text.epochs == load_preset("toy")["text"]["epochs"]
 
 
 def test_char_cnn_rnn_prints_the_regression_quality(calls) -> None:

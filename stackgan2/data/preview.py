@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from stackgan2.imaging import wrap_text
+
 if TYPE_CHECKING:
     from stackgan2.data.dataset import CaptionedImageDataset
 
@@ -40,25 +42,9 @@ def preview_grid(dataset: CaptionedImageDataset, count: int = 16, columns: int =
     for slot, index in enumerate(indices):
         x, y = (slot % columns) * cell_w + pad, (slot // columns) * cell_h + pad
         sheet.paste(Image.fromarray(dataset.real_image(index, size)), (x, y))
-        for number, line in enumerate(_wrap(dataset.captions[index][0], font, size)):
+        for number, line in enumerate(wrap_text(dataset.captions[index][0], font, size, _CAPTION_LINES)):
             draw.text((x, y + size + 2 + number * line_height), line, fill=(20, 20, 20), font=font)
     return sheet
-
-
-def _wrap(text: str, font: Any, width: int) -> list[str]:
-    """Greedy word wrap to ``width`` pixels, at most ``_CAPTION_LINES`` lines (the last one shortened)."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    if len(lines) > _CAPTION_LINES:
-        last = " ".join(lines[_CAPTION_LINES - 1 :])
-        while last and font.getlength(last + "...") > width:
-            last = last[:-1]
-        lines = lines[: _CAPTION_LINES - 1] + [last.rstrip() + "..."]
-    return lines
 
 
 def dataset_stats(splits: Mapping[str, CaptionedImageDataset]) -> dict[str, Any]:
