@@ -223,7 +223,10 @@ def fit_prompt_encoder(
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     encoder.metrics = metrics
     logger.info(
-        "text encoder: test R-precision %.1f%% (chance %.1f%%)", 100 * metrics["r_precision"], 100 * metrics["r_precision_chance"]
+        "text encoder: test R-precision %.1f%% (chance %.1f%%)%s",
+        100 * metrics["r_precision"],
+        100 * metrics["r_precision_chance"],
+        f", char-CNN-RNN regression cosine {metrics['char_cnn_rnn_cosine']:.3f}" if regress else "",
     )
     return encoder
 
