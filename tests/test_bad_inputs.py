@@ -156,12 +156,8 @@ def snapshot(*roots: Path) -> dict[str, tuple[object, ...]]:
     return tree
 
 
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-def case(name: str, code: int, *args: str, marks: pytest.MarkDecorator | tuple = ()) -> object:
-    return pytest.param(list(args), code, id=name, marks=marks)
+def case(name: str, code: int, *args: str) -> object:
+    return pytest.param(list(args), code, id=name)
 
 
 # Arguments name fixtures as {name} (a path inside the workspace) and {enc} (the text encoder).
@@ -171,10 +167,8 @@ CASES = [
     case("sample-empty-prompt", 1, "sample", "", *PIPE),
     case("sample-whitespace-prompt", 1, "sample", " \t \n ", *PIPE),
     case("sample-emoji-only-prompt", 1, "sample", "\U0001f426\U0001f99c\U0001f424", *PIPE),
-    case("sample-control-characters", 1, "sample", "a small\x00red\x1b[2J bird\x07", *PIPE,
-         marks=_xfail("stackgan2.text: PromptEncoder.encode accepts control characters (they become unknown-word tokens)")),
-    case("sample-100kB-prompt", 1, "sample", PROMPT_100KB, *PIPE,
-         marks=_xfail("stackgan2.text: PromptEncoder.encode accepts a 100 kB prompt (truncates it with a warning)")),
+    case("sample-control-characters", 1, "sample", "a small\x00red\x1b[2J bird\x07", *PIPE),
+    case("sample-100kB-prompt", 1, "sample", PROMPT_100KB, *PIPE),
     case("sample-no-prompt", 2, "sample", *PIPE),
     case("sample-missing-prompts-file", 2, "sample", "--prompts-file", "{no-such-prompts.txt}", *PIPE),
     # sample: counts, seeds, outputs

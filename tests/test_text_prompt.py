@@ -61,6 +61,15 @@ def test_prompt_error_shortens_the_prompt() -> None:
     assert len(str(info.value)) < 300 and "…" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [("a small red bird " * 7000, "characters long; at most 10,000"), ("a small\x00red\x1b[2J bird", "control characters")],
+)
+def test_oversized_or_control_character_prompts_are_refused(prompt: str, message: str) -> None:
+    with pytest.raises(PromptError, match=message):
+        make_encoder().encode([prompt])
+
+
 def test_very_long_prompt_is_truncated_with_a_warning(caplog) -> None:
     prompt = ("a small red bird with black wings " * 300)[:10_000]
     with caplog.at_level(logging.WARNING, logger="stackgan2.text"):

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
+
+# Longer input is not a caption (AttnGAN uses the first 18 words); up to this length it is truncated
+# with a warning, beyond it refused before any work is done.
+MAX_PROMPT_CHARS = 10_000
 
 logger = logging.getLogger("stackgan2.text")
 
@@ -126,6 +131,14 @@ class PromptEncoder:
         for prompt in prompts:
             if not isinstance(prompt, str):
                 raise PromptError(f"a prompt must be a string, got {type(prompt).__name__}")
+            if len(prompt) > MAX_PROMPT_CHARS:
+                raise PromptError(
+                    f"prompt {shorten(prompt)} is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} "
+                    f"are accepted (only the first {self.config.max_words} words are used anyway)"
+                )
+            control = sorted({f"U+{ord(c):04X}" for c in prompt if unicodedata.category(c) == "Cc" and c not in "\t\n\r"})
+            if control:
+                raise PromptError(f"prompt {shorten(prompt)} contains control characters ({', '.join(control[:5])})")
             item = self.vocab.encode(prompt, self.config.max_words)
             if item.num_tokens == 0:
                 raise PromptError(f"prompt {shorten(prompt)} contains no words; describe the image in words")
