@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,6 +84,36 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
     """Let ``save(tmp_path)`` write the file (e.g. PIL, safetensors), then publish it atomically."""
     with atomic_path(path) as tmp:
         save(tmp)
+
+
+def atomic_directory(directory: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a fresh sibling folder, fsync it, then swap it in place of ``directory``.
+
+    Readers see either the old complete directory or the new complete one; a failed ``write`` leaves
+    the old one untouched. Callers decide beforehand what may be replaced.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        write(tmp)
+        umask = _umask()
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and some writers create owner-only modes
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+            os.replace(directory, old / directory.name)
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def sha256_file(path: Path) -> str:

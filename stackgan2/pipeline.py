@@ -22,11 +22,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import secrets
-import shutil
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
-from stackgan2.io import check_output_dir, sha256_file
+from stackgan2.io import atomic_directory, check_output_dir, sha256_file
 from stackgan2.networks import Generator
 from stackgan2.text import PromptEncoder
 
@@ -501,34 +498,11 @@ def _is_pipeline_dir(directory: Path) -> bool:
 
 
 def _write_directory(directory: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a fresh sibling folder, fsync it, then swap it in place of ``directory``.
-
-    Readers see the old complete pipeline or the new one. Only a missing or empty directory, or a
-    previous pipeline, may be replaced.
-    """
+    """Publish a pipeline directory atomically; only a missing or empty directory, or a previous
+    pipeline, may be replaced."""
     check_output_dir(directory)
     if directory.is_dir() and any(directory.iterdir()) and not _is_pipeline_dir(directory):
         raise UsageError(
             f"output directory {directory} holds other files; choose a new or empty directory or a previous export"
         )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and some writers create owner-only modes
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-            os.replace(directory, old / directory.name)
-            os.replace(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    atomic_directory(directory, write)

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from torch import nn
 
 from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
+from stackgan2.io import atomic_directory
 from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
 
@@ -288,30 +286,7 @@ def check_output_directory(directory: Path) -> None:
 
 
 def write_directory_atomically(directory: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a fresh sibling directory, then swap it in place of ``directory``.
-
-    Readers see either the old complete directory or the new complete one. A previous text encoder
-    is replaced; a directory with other files in it is refused (see ``check_output_directory``).
-    """
+    """Publish an encoder directory atomically (see ``stackgan2.io.atomic_directory``). A previous
+    text encoder is replaced; a directory with other files in it is refused."""
     check_output_directory(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any directory
-        for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~umask)
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-            os.replace(directory, old / directory.name)
-            os.replace(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    atomic_directory(directory, write)
