@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from stackgan2.errors import UsageError
+from stackgan2.errors import CheckpointError, UsageError
 
 
 def _umask() -> int:
@@ -114,6 +116,23 @@ def atomic_directory(directory: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def read_format_json(path: Path, fmt: str, version: int, what: str, hint: str = "") -> dict[str, Any]:
+    """Read a JSON file tagged ``{"format": fmt, "version": version}``; ``CheckpointError`` otherwise.
+
+    ``what`` names the kind of file in messages ("classifier config"); ``hint`` is appended to them.
+    """
+    suffix = f"; {hint}" if hint else ""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}){suffix}") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a stackgan2 {what} (format {fmt!r}){suffix}")
+    if payload.get("version") != version:
+        raise CheckpointError(f"{path} has {what} version {payload.get('version')!r}; this stackgan2 reads {version}")
+    return payload
 
 
 def sha256_file(path: Path) -> str:

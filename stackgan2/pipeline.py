@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
-from stackgan2.io import atomic_directory, check_output_dir, sha256_file
+from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
 from stackgan2.networks import Generator
 from stackgan2.text import PromptEncoder
 
@@ -449,14 +449,7 @@ def _validate_config(raw: Any, source: Path) -> ExperimentConfig:
 
 
 def _read_pipeline_config(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); {_EXPECTED}") from None
-    if not isinstance(payload, dict) or payload.get("format") != PIPELINE_FORMAT:
-        raise CheckpointError(f"{path.parent} is not a model: {_EXPECTED}")
-    if payload.get("version") != PIPELINE_VERSION:
-        raise CheckpointError(f"{path} has pipeline version {payload.get('version')!r}; this stackgan2 reads {PIPELINE_VERSION}")
+    payload = read_format_json(path, PIPELINE_FORMAT, PIPELINE_VERSION, "pipeline config", _EXPECTED)
     hashes = payload.get("sha256")
     if not isinstance(hashes, dict) or GENERATOR_FILE not in hashes or not all(isinstance(v, str) for v in hashes.values()):
         raise CheckpointError(f"{path} lacks the sha256 of {GENERATOR_FILE}")

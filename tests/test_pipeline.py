@@ -231,7 +231,7 @@ def _flip_byte(path: Path, offset: int = -100) -> None:
         ("truncated-generator", "does not match its hash"),
         ("flipped-text-encoder", "does not match its hash"),
         ("garbage-config", "not valid JSON"),
-        ("foreign-config", "is not a model"),
+        ("foreign-config", "is not a stackgan2 pipeline config"),
         ("no-text-encoder", "text_encoder/config.json is missing"),
         ("wrong-architecture", "invalid config|does not match its model config"),
     ],

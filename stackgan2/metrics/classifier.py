@@ -35,7 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from stackgan2.config import DataConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, DataError, UsageError
-from stackgan2.io import atomic_save, atomic_write_text, sha256_file
+from stackgan2.io import atomic_save, atomic_write_text, read_format_json, sha256_file
 from stackgan2.progress import ProgressFn, report
 
 logger = logging.getLogger("stackgan2.metrics")
@@ -176,14 +176,7 @@ def read_classifier_config(directory: Path) -> dict[str, Any]:
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} is not a classifier directory: {name} is missing")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CLASSIFIER_FORMAT:
-        raise CheckpointError(f"{path} is not a stackgan2 classifier config (format {CLASSIFIER_FORMAT!r})")
-    if payload.get("version") != CLASSIFIER_VERSION:
-        raise CheckpointError(f"{path} has version {payload.get('version')!r}; this stackgan2 reads {CLASSIFIER_VERSION}")
+    payload = read_format_json(path, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, "classifier config")
     try:
         payload["spec"] = ClassifierSpec(**payload["spec"])
     except (KeyError, TypeError, UsageError) as exc:

@@ -26,7 +26,7 @@ from torch import nn
 
 from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
-from stackgan2.io import atomic_directory
+from stackgan2.io import atomic_directory, read_format_json
 from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
 
@@ -236,14 +236,7 @@ def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
-        raise CheckpointError(f"{path} is not a stackgan2 text-encoder config (format {ENCODER_FORMAT!r})")
-    if payload.get("version") != ENCODER_VERSION:
-        raise CheckpointError(f"{path} has version {payload.get('version')!r}; this stackgan2 reads {ENCODER_VERSION}")
+    payload = read_format_json(path, ENCODER_FORMAT, ENCODER_VERSION, "text-encoder config")
     try:
         config = TextConfig.model_validate(payload.get("text"))
     except ValidationError as exc:
