@@ -31,3 +31,18 @@ def text_encoder_dir(tmp_path_factory):
     result = CliRunner().invoke(app, ["--quiet", "pretrain-text", "--preset", "tiny", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real tiny training run made once per session: phase 0 text encoder + 4 GAN steps, one checkpoint.
+    Read-only for the tests that share it."""
+    from typer.testing import CliRunner
+
+    from stackgan2.cli.main import app
+
+    run = tmp_path_factory.mktemp("tiny-run") / "run"
+    args = ["--quiet", "train", "--preset", "tiny", "--device", "cpu", "--max-steps", "4", "--run-dir", str(run)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return run

@@ -13,9 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from stackgan2.cli.main import app
 from stackgan2.config import TextConfig, resolve_config
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.networks import Generator, init_weights
@@ -61,13 +59,9 @@ def pipe() -> Text2ImagePipeline:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A real tiny training run (phase 0 text encoder + 4 GAN steps, one checkpoint)."""
-    run = tmp_path_factory.mktemp("pipeline") / "run"
-    args = ["--quiet", "train", "--preset", "tiny", "--device", "cpu", "--max-steps", "4", "--run-dir", str(run)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return run
+def run(tiny_run) -> Path:
+    """The session's shared tiny training run (see conftest)."""
+    return tiny_run
 
 
 def test_save_load_round_trip_gives_identical_images(pipe, tmp_path):

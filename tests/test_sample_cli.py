@@ -16,13 +16,9 @@ from stackgan2.pipeline import MAX_IMAGES_PER_PROMPT, MAX_INTERPOLATION_STEPS
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A real tiny training run (phase 0 text encoder + 4 GAN steps, one checkpoint)."""
-    run = tmp_path_factory.mktemp("sample-cli") / "run"
-    args = ["--quiet", "train", "--preset", "tiny", "--device", "cpu", "--max-steps", "4", "--run-dir", str(run)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return run
+def run(tiny_run) -> Path:
+    """The session's shared tiny training run (see conftest)."""
+    return tiny_run
 
 
 def _invoke(runner: CliRunner, *args: str):
