@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -133,6 +134,13 @@ class RichProgress:
             disable=state.quiet,
         )
         self.tasks: dict[str, Any] = {}
+        # Redirected to a file or a pipe, a live bar only draws at the very end: print a plain line
+        # every LOG_EVERY_S seconds instead, so `nohup stackgan2 train ... > log` shows progress.
+        self.plain = not err_console.is_terminal and not state.quiet
+        self.last_line: dict[str, float] = {}
+        self.logged: set[str] = set()
+
+    LOG_EVERY_S = 30.0
 
     def __enter__(self) -> RichProgress:
         self.progress.start()
@@ -150,3 +158,17 @@ class RichProgress:
         self.progress.update(
             self.tasks[event.task], completed=event.completed, total=event.total, info=info if self.show_info else ""
         )
+        if self.plain:
+            self._plain_line(event, info)
+
+    def _plain_line(self, event: Any, info: str) -> None:
+        # Quiet for the first LOG_EVERY_S seconds of a task: short commands (and ones that fail
+        # early with their one error line) print nothing extra; long ones log every LOG_EVERY_S.
+        now = time.monotonic()
+        last = self.last_line.setdefault(event.task, now)
+        done = event.total is not None and event.completed >= event.total
+        if now - last >= self.LOG_EVERY_S or (done and event.task in self.logged):
+            self.last_line[event.task] = now
+            self.logged.add(event.task)
+            total = "?" if event.total is None else event.total
+            err_console.print(f"{escape(event.task)}: {event.completed}/{total} {escape(info)}".rstrip(), highlight=False)
