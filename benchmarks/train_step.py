@@ -44,9 +44,10 @@ def measure(args: argparse.Namespace) -> dict:
         "train.batch_size": args.batch,
         "train.embeddings": "damsm",
     }
-    cfg = resolve_config(args.preset, overrides=overrides)
-    if cfg.model.text_dim != cfg.text.dim:  # birds uses 1024-d char-CNN-RNN: keep its width
-        cfg = resolve_config(args.preset, overrides={**overrides, "text.dim": cfg.model.text_dim})
+    # Synthetic sentence embeddings stand in for the text encoder; birds conditions on 1024-d
+    # char-CNN-RNN vectors, so keep the preset's width (text.dim must equal it for "damsm").
+    text_dim = resolve_config(args.preset).model.text_dim
+    cfg = resolve_config(args.preset, overrides={**overrides, "text.dim": text_dim})
     if args.plain:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": False, "fused_optimizer": False, "compile": False})})
     elif args.compile:

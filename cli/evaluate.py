@@ -39,7 +39,8 @@ def evaluate(
         str | None, Opt("--metrics", help="Comma-separated: fid,is,r-precision,attributes (default: all the given networks allow).")
     ] = None,
     classifier: Annotated[
-        Path | None, Opt("--classifier", help="Classifier directory from stackgan2 train-classifier (IS, offline FID, attributes).")
+        Path | None, Opt("--classifier", help="Classifier directory from stackgan2 train-classifier (IS, offline FID, attributes; "
+            "default for toy-birds: the shipped one).")
     ] = None,
     inception_weights: Annotated[
         Path | None, Opt("--inception-weights", help="torchvision Inception-v3 ImageNet weights file (FID pool3 features).")

@@ -71,6 +71,12 @@ def shipped_model_dir() -> Path | None:
     return candidate if (candidate / CONFIG_FILE).is_file() else None
 
 
+def shipped_classifier_dir() -> Path | None:
+    """The toy-birds attribute classifier installed with the package (``stackgan2.assets/classifier-toy-birds``)."""
+    candidate = Path(str(resources.files("stackgan2.assets").joinpath("classifier-toy-birds")))
+    return candidate if (candidate / "config.json").is_file() else None
+
+
 def default_model() -> Path:
     """The shipped model, or a ``CheckpointError`` telling the user to name one."""
     found = shipped_model_dir()

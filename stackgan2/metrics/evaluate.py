@@ -326,7 +326,7 @@ def evaluate_model(
     ``feature_extractors`` (what each metric used), ``seed``, ``seconds``.
     """
     from stackgan2.data import build_dataset
-    from stackgan2.pipeline import Text2ImagePipeline
+    from stackgan2.pipeline import Text2ImagePipeline, shipped_classifier_dir
 
     if num_samples < 1 or batch_size < 1:
         raise UsageError(f"--num-samples and --batch-size must be positive, got {num_samples} and {batch_size}")
@@ -341,6 +341,8 @@ def evaluate_model(
     dataset = build_dataset(data, "test", image_sizes=[size], augment=False, seed=seed, progress_fn=progress_fn)
     values = dataset.attribute_values if dataset.attributes is not None else None
     has_attributes = values is not None and all(name in values for name in PROMPT_ATTRIBUTES)
+    if classifier is None and data.dataset == "toy-birds":
+        classifier = shipped_classifier_dir()  # None when the installation ships none
     wanted = _choose_metrics(metrics, classifier, inception_weights, damsm_dir, has_attributes)
     if "is" in wanted and num_samples < IS_SPLITS:
         raise UsageError(f"the Inception Score needs at least {IS_SPLITS} samples (--num-samples), got {num_samples}")
