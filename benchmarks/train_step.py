@@ -50,8 +50,9 @@ def measure(args: argparse.Namespace) -> dict:
     cfg = resolve_config(args.preset, overrides={**overrides, "text.dim": text_dim})
     if args.plain:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": False, "fused_optimizer": False, "compile": False})})
-    elif args.compile:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"compile": True})})
+    else:  # the fast path, with the ablation flags applied
+        fast = {"compile": args.compile, "channels_last": not args.no_channels_last, "fused_optimizer": not args.no_fused}
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=fast)})
     torch.manual_seed(0)
     trainer = Trainer(cfg, "/tmp/stackgan2-bench-unused")
     fmt = trainer.memory_format
@@ -99,11 +100,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--plain", action="store_true", help="measure only the plain path")
     parser.add_argument("--compile", action="store_true", help="also enable torch.compile on the fast path")
+    parser.add_argument("--no-channels-last", action="store_true", help="ablation: fast path without channels_last")
+    parser.add_argument("--no-fused", action="store_true", help="ablation: fast path without fused Adam / foreach EMA")
+    parser.add_argument("--no-reference", action="store_true", help="skip the --plain reference run")
     args = parser.parse_args()
     if args.plain:
         print(json.dumps(measure(args)))
         return
     fast = measure(args)
+    fast["settings"] = {"compile": args.compile, "channels_last": not args.no_channels_last, "fused": not args.no_fused}
+    if args.no_reference:
+        print(json.dumps(fast, indent=1))
+        return
     cmd = [sys.executable, __file__, "--plain", "--preset", args.preset, "--batch", str(args.batch),
            "--stage-num", str(args.stage_num), "--iters", str(args.iters), "--device", args.device]
     plain = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])

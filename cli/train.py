@@ -60,7 +60,7 @@ def train(
     text_encoder: Annotated[Path | None, Opt("--text-encoder", help="Pretrained text encoder dir (skip phase 0).")] = None,
     embeddings: Annotated[str | None, Opt("--embeddings", help="damsm (own encoder) or char-cnn-rnn (original pickles).")] = None,
     on_nan: Annotated[str | None, Opt("--on-nan", help="Non-finite loss: stop, or skip (drop the step, restore the last checkpoint).")] = None,
-    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC convolutions.")] = None,
+    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC convolutions (default: on CUDA only).")] = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile G and Ds (eager fallback).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run from its latest valid checkpoint.")] = False,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,

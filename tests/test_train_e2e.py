@@ -67,9 +67,11 @@ def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
     assert not any(k.startswith(f"D.{stage_num}.") for k in tensors)
 
 
-def test_resume_is_bit_identical(runner, tmp_path, text_encoder):
+# NHWC too: loaded Adam moments must be re-laid to the parameters' strides for the fused kernel.
+@pytest.mark.parametrize("layout", ["--no-channels-last", "--channels-last"])
+def test_resume_is_bit_identical(runner, tmp_path, text_encoder, layout):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = ["--text-encoder", str(text_encoder), "--epochs", "2"]
+    common = ["--text-encoder", str(text_encoder), "--epochs", "2", layout]
     assert _train(runner, "--run-dir", str(straight), *common).exit_code == 0
     assert _train(runner, "--run-dir", str(split), *common, "--max-steps", "5").exit_code == 0  # stops mid-epoch
     result = _train(runner, "--run-dir", str(split), *common, "--resume")

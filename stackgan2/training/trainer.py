@@ -119,7 +119,8 @@ class Trainer:
         init_weights(self.discriminators)
         broadcast_module(self.G, self.ctx)
         broadcast_module(self.discriminators, self.ctx)
-        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        nhwc = t.channels_last if t.channels_last is not None else self.device.type == "cuda"
+        self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
         self.G.to(memory_format=self.memory_format)
         self.discriminators.to(memory_format=self.memory_format)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
