@@ -51,7 +51,8 @@ def measure(args: argparse.Namespace) -> dict:
     if args.plain:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": False, "fused_optimizer": False, "compile": False})})
     else:  # the fast path, with the ablation flags applied
-        fast = {"compile": args.compile, "channels_last": not args.no_channels_last, "fused_optimizer": not args.no_fused}
+        layout = {"auto": None, "on": True, "off": False}[args.channels_last]
+        fast = {"compile": args.compile, "channels_last": layout, "fused_optimizer": not args.no_fused}
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=fast)})
     torch.manual_seed(0)
     trainer = Trainer(cfg, "/tmp/stackgan2-bench-unused")
@@ -100,7 +101,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--plain", action="store_true", help="measure only the plain path")
     parser.add_argument("--compile", action="store_true", help="also enable torch.compile on the fast path")
-    parser.add_argument("--no-channels-last", action="store_true", help="ablation: fast path without channels_last")
+    parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                        help="fast path memory format (auto: the trainer's default, NHWC on CUDA only)")
     parser.add_argument("--no-fused", action="store_true", help="ablation: fast path without fused Adam / foreach EMA")
     parser.add_argument("--no-reference", action="store_true", help="skip the --plain reference run")
     args = parser.parse_args()
@@ -108,7 +110,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     fast = measure(args)
-    fast["settings"] = {"compile": args.compile, "channels_last": not args.no_channels_last, "fused": not args.no_fused}
+    fast["settings"] = {"compile": args.compile, "channels_last": args.channels_last, "fused": not args.no_fused}
     if args.no_reference:
         print(json.dumps(fast, indent=1))
         return
