@@ -77,6 +77,18 @@ def test_augmentation_crops_and_flips(cache_dir: Path) -> None:
     assert len(crops) > 6
 
 
+def test_items_without_wrong_images_are_otherwise_identical(cache_dir: Path) -> None:
+    cfg = DataConfig(toy_train_size=50, toy_test_size=10, toy_render_size=40, cache_dir=cache_dir)
+    full, light = (build_dataset(cfg, "train", SIZES, augment=True, wrong_images=w) for w in (True, False))
+    for dataset in (full, light):
+        dataset.set_epoch(2)
+    for index in range(8):
+        a, b = full[index], light[index]
+        assert b["wrong_images"] is None and a["wrong_images"] is not None
+        assert a["caption"] == b["caption"] and a["caption_index"] == b["caption_index"]
+        assert all(torch.equal(x, y) for x, y in zip(a["images"], b["images"], strict=True))
+
+
 def test_wrong_image_is_of_another_class(cache_dir: Path) -> None:
     dataset = _dataset(cache_dir)
     for index in range(len(dataset)):

@@ -123,14 +123,14 @@ def test_pretrain_writes_the_encoder_directory(tmp_path, monkeypatch) -> None:
 
     built = []
 
-    def build_dataset(data_cfg, split, *, image_sizes, augment, seed, progress_fn=None):
-        built.append((split, tuple(image_sizes), augment))
+    def build_dataset(data_cfg, split, *, image_sizes, augment, seed, progress_fn=None, wrong_images=True):
+        built.append((split, tuple(image_sizes), augment, wrong_images))
         return ShapesDataset(64 if split == "train" else 16, seed=len(built), size=image_sizes[0])
 
     monkeypatch.setattr(stackgan2.data, "build_dataset", build_dataset, raising=False)
     events = []
     metrics = pretrain_text_encoder(tiny_config(**{"text.epochs": 2}), tmp_path / "enc", progress_fn=events.append)
-    assert built == [("train", (16,), True), ("test", (16,), False)]
+    assert built == [("train", (16,), True, False), ("test", (16,), False, False)]  # no unused wrong images
     assert {e.task for e in events} == {"pretrain text encoder", "evaluate R-precision"}
     assert events[-1].completed == events[-1].total
     stored = json.loads((tmp_path / "enc" / "config.json").read_text())

@@ -34,11 +34,14 @@ def build_dataset(
     augment: bool,
     seed: int = 0,
     progress_fn: ProgressFn | None = None,
+    wrong_images: bool = True,
 ) -> CaptionedImageDataset:
     """The ``split`` of ``cfg.dataset`` with images at every size in ``image_sizes`` (ascending).
 
     ``augment`` gives the official random crop and flip (training); without it images are centre
     crops. ``seed`` (with the epoch, see ``set_epoch``) fixes every random choice an item makes.
+    ``wrong_images=False`` leaves the mismatched image out of items (DAMSM pretraining has no use for
+    it); every other field of an item is unchanged.
     Raises ``DataError`` naming the file or folder when the data is missing or malformed.
     """
     from stackgan2.data.cub import load_stackgan_layout
@@ -61,7 +64,7 @@ def build_dataset(
         parts = load_stackgan_layout(cfg, split, short_side, progress_fn)
     else:
         parts = load_folder(cfg, split, short_side, progress_fn)
-    return CaptionedImageDataset(parts, image_sizes, augment=augment, seed=seed)
+    return CaptionedImageDataset(parts, image_sizes, augment=augment, seed=seed, wrong_images=wrong_images)
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,9 @@ class CaptionedImageDataset(Dataset):
     are that crop resized with antialiasing.
     """
 
-    def __init__(self, parts: DatasetParts, image_sizes: Sequence[int], *, augment: bool, seed: int = 0) -> None:
+    def __init__(
+        self, parts: DatasetParts, image_sizes: Sequence[int], *, augment: bool, seed: int = 0, wrong_images: bool = True
+    ) -> None:
         sizes = [int(size) for size in image_sizes]
         if not sizes or sizes != sorted(set(sizes)) or sizes[0] < 1:
             raise ValueError(f"image_sizes must be distinct, ascending and positive, got {list(image_sizes)}")
@@ -54,6 +56,7 @@ class CaptionedImageDataset(Dataset):
         self.image_sizes = sizes
         self.augment = augment
         self.seed = seed
+        self.wrong_images = wrong_images  # False: items skip the mismatched image (half the per-item work)
         self.epoch = 0
         self.embeddings: np.ndarray | None = None
         assert len(self.images) == len(self.captions) == len(self.class_ids) == len(self.files)
@@ -126,7 +129,8 @@ class CaptionedImageDataset(Dataset):
         wrong = self._wrong_index(index, rng)
         item: dict[str, Any] = {
             "images": self._stage_images(index, rng),
-            "wrong_images": self._stage_images(wrong, rng),
+            # Drawn last, so leaving it out changes no other field of the item.
+            "wrong_images": self._stage_images(wrong, rng) if self.wrong_images else None,
             "caption": captions[caption_index],
             "caption_index": caption_index,
             "class_id": int(self.class_ids[index]),

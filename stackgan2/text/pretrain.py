@@ -96,11 +96,10 @@ def pretrain_text_encoder(
     from stackgan2 import data
 
     sizes = [cfg.text.image_size]
-    train_set = data.build_dataset(
-        cfg.data, "train", image_sizes=sizes, augment=True, seed=cfg.train.seed, progress_fn=progress_fn
-    )
-    test_set = data.build_dataset(
-        cfg.data, "test", image_sizes=sizes, augment=False, seed=cfg.train.seed, progress_fn=progress_fn
+    train_set, test_set = (
+        data.build_dataset(cfg.data, split, image_sizes=sizes, augment=split == "train", seed=cfg.train.seed,
+                           progress_fn=progress_fn, wrong_images=False)
+        for split in ("train", "test")
     )
     encoder = fit_prompt_encoder(
         cfg, train_set, test_set, device=device, progress_fn=progress_fn,
