@@ -65,16 +65,20 @@ _EXPECTED = (
 Device = torch.device | str | None
 
 
+def _shipped(name: str) -> Path | None:
+    """``stackgan2.assets/<name>`` if it is installed (holds a config.json), else None."""
+    candidate = Path(str(resources.files("stackgan2.assets").joinpath(name)))
+    return candidate if (candidate / CONFIG_FILE).is_file() else None
+
+
 def shipped_model_dir() -> Path | None:
     """The pretrained toy-birds pipeline installed with the package (``stackgan2.assets/toy-birds``), if any."""
-    candidate = Path(str(resources.files("stackgan2.assets").joinpath("toy-birds")))
-    return candidate if (candidate / CONFIG_FILE).is_file() else None
+    return _shipped("toy-birds")
 
 
 def shipped_classifier_dir() -> Path | None:
     """The toy-birds attribute classifier installed with the package (``stackgan2.assets/classifier-toy-birds``)."""
-    candidate = Path(str(resources.files("stackgan2.assets").joinpath("classifier-toy-birds")))
-    return candidate if (candidate / "config.json").is_file() else None
+    return _shipped("classifier-toy-birds")
 
 
 def default_model() -> Path:
