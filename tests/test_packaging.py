@@ -32,6 +32,8 @@ def test_wheel_maps_cli_and_assets_into_the_package(wheel_files):
         "stackgan2/cli/main.py",
         "stackgan2/cli/__main__.py",
         "stackgan2/assets/__init__.py",
+        "stackgan2/assets/classifier-toy-birds/config.json",
+        "stackgan2/assets/classifier-toy-birds/classifier.safetensors",
         "stackgan2/presets/tiny.toml",
         "stackgan2/presets/birds.toml",
         "stackgan2/training/trainer.py",
