@@ -49,10 +49,12 @@ def measure(args: argparse.Namespace) -> dict:
     text_dim = resolve_config(args.preset).model.text_dim
     cfg = resolve_config(args.preset, overrides={**overrides, "text.dim": text_dim})
     if args.plain:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": False, "fused_optimizer": False, "compile": False})})
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": False, "fused_optimizer": False, "compile": False,
+                                                                 "split_condition_conv": False})})
     else:  # the fast path, with the ablation flags applied
         layout = {"auto": None, "on": True, "off": False}[args.channels_last]
-        fast = {"compile": args.compile, "channels_last": layout, "fused_optimizer": not args.no_fused}
+        fast = {"compile": args.compile, "channels_last": layout, "fused_optimizer": not args.no_fused,
+                "split_condition_conv": not args.no_split_condition}
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=fast)})
     torch.manual_seed(0)
     trainer = Trainer(cfg, "/tmp/stackgan2-bench-unused")
@@ -104,13 +106,16 @@ def main() -> None:
     parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                         help="fast path memory format (auto: the trainer's default, NHWC on CUDA only)")
     parser.add_argument("--no-fused", action="store_true", help="ablation: fast path without fused Adam / foreach EMA")
+    parser.add_argument("--no-split-condition", action="store_true",
+                        help="ablation: fast path with the refine stages' joint conv over the full concatenation")
     parser.add_argument("--no-reference", action="store_true", help="skip the --plain reference run")
     args = parser.parse_args()
     if args.plain:
         print(json.dumps(measure(args)))
         return
     fast = measure(args)
-    fast["settings"] = {"compile": args.compile, "channels_last": args.channels_last, "fused": not args.no_fused}
+    fast["settings"] = {"compile": args.compile, "channels_last": args.channels_last, "fused": not args.no_fused,
+                        "split_condition": not args.no_split_condition}
     if args.no_reference:
         print(json.dumps(fast, indent=1))
         return

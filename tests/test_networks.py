@@ -1,10 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stackgan2.config import resolve_config
 from stackgan2.networks import (
     Generator,
     StageDiscriminator,
+    broadcast_conv3x3,
     build_discriminators,
     count_parameters,
     init_weights,
@@ -79,3 +81,38 @@ def test_init_weights_official_scheme():
     bn = G.init_stage.fc[1]
     assert abs(bn.weight.mean().item() - 1.0) < 0.01 and 0.01 < bn.weight.std().item() < 0.03
     assert torch.all(bn.bias == 0)
+
+
+@pytest.mark.parametrize("height,width", [(2, 2), (3, 5), (8, 8), (32, 16)])
+def test_broadcast_conv3x3_equals_conv_of_the_broadcast_map(height, width):
+    torch.manual_seed(0)
+    code = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    fast = broadcast_conv3x3(code, weight, height, width)
+    full = F.conv2d(code[:, :, None, None].expand(-1, -1, height, width), weight, padding=1)
+    assert fast.shape == full.shape == (3, 4, height, width)
+    assert torch.allclose(fast, full, rtol=0, atol=1e-12)
+    upstream = torch.randn_like(full)
+    for a, b in zip(torch.autograd.grad(fast, (code, weight), upstream),
+                    torch.autograd.grad(full, (code, weight), upstream), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+
+
+def test_split_condition_generator_equals_concatenation():
+    """Same parameters, same images and gradients whichever way the refine stages apply their joint conv."""
+    cfg = resolve_config("tiny").model
+    torch.manual_seed(0)
+    generator = Generator(cfg).double()
+    init_weights(generator)
+    z, text = torch.randn(4, cfg.z_dim, dtype=torch.float64), torch.randn(4, cfg.text_dim, dtype=torch.float64)
+    eps = torch.randn(4, cfg.c_dim, dtype=torch.float64)
+    outputs = []
+    for split in (False, True):
+        generator.split_condition(split).zero_grad()
+        images, _, _ = generator(z, text, eps)
+        sum(im.square().mean() for im in images).backward()
+        outputs.append(([im.detach() for im in images], [p.grad.clone() for p in generator.parameters()]))
+    (images_a, grads_a), (images_b, grads_b) = outputs
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(images_a, images_b, strict=True))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads_a, grads_b, strict=True))
+    assert any(stage.split_condition for stage in generator.refine_stages)

@@ -113,7 +113,7 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)
         m, t = cfg.model, cfg.train
-        self.G = Generator(m).to(self.device)
+        self.G = Generator(m).split_condition(t.split_condition_conv).to(self.device)
         self.discriminators = build_discriminators(m).to(self.device)
         init_weights(self.G)
         init_weights(self.discriminators)
