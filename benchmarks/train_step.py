@@ -3,7 +3,8 @@
     python benchmarks/train_step.py --preset birds --batch 24 --stage-num 3 --iters 3
 
 Builds the real Trainer on synthetic data. Without ``--plain`` it measures the default (fast) path
-and then, in a separate process, the plain path (eager, NCHW, per-tensor Adam/EMA), and prints one
+and then, in a separate process, the plain path (eager, NCHW, per-tensor Adam/EMA, literal
+concatenation in the refine stages, three separate D passes), and prints one
 JSON object with both and the speed-up. Each configuration runs in its own process so that peak RSS
 is its own. FLOPs per iteration come from ``torch.utils.flop_counter.FlopCounterMode``; the matmul
 peak is a large float32 matmul measured in the same process.
@@ -50,11 +51,11 @@ def measure(args: argparse.Namespace) -> dict:
     cfg = resolve_config(args.preset, overrides={**overrides, "text.dim": text_dim})
     if args.plain:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": False, "fused_optimizer": False, "compile": False,
-                                                                 "split_condition_conv": False})})
+                                                                 "split_condition_conv": False, "stacked_d_passes": False})})
     else:  # the fast path, with the ablation flags applied
         layout = {"auto": None, "on": True, "off": False}[args.channels_last]
         fast = {"compile": args.compile, "channels_last": layout, "fused_optimizer": not args.no_fused,
-                "split_condition_conv": not args.no_split_condition}
+                "split_condition_conv": not args.no_split_condition, "stacked_d_passes": not args.no_stacked_d}
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=fast)})
     torch.manual_seed(0)
     trainer = Trainer(cfg, "/tmp/stackgan2-bench-unused")
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--no-fused", action="store_true", help="ablation: fast path without fused Adam / foreach EMA")
     parser.add_argument("--no-split-condition", action="store_true",
                         help="ablation: fast path with the refine stages' joint conv over the full concatenation")
+    parser.add_argument("--no-stacked-d", action="store_true",
+                        help="ablation: fast path with three separate D passes (real, wrong, fake) per D step")
     parser.add_argument("--no-reference", action="store_true", help="skip the --plain reference run")
     args = parser.parse_args()
     if args.plain:
@@ -115,7 +118,7 @@ def main() -> None:
         return
     fast = measure(args)
     fast["settings"] = {"compile": args.compile, "channels_last": args.channels_last, "fused": not args.no_fused,
-                        "split_condition": not args.no_split_condition}
+                        "split_condition": not args.no_split_condition, "stacked_d": not args.no_stacked_d}
     if args.no_reference:
         print(json.dumps(fast, indent=1))
         return

@@ -242,15 +242,37 @@ class StageDiscriminator(nn.Module):
         self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels)
         self.cond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
 
-    def forward(self, images: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, condition: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
+        """Conditional and unconditional logits, (B,) each.
+
+        ``groups > 1``: the batch is that many equal batches stacked (the D step's real, wrong and
+        fake images). Convolutions run on the whole stack; batch norm normalises each group with its
+        own statistics and updates its running statistics group after group, so the result equals
+        one forward pass per group, in order (what the official code does), with larger convolutions.
+        """
         batch = images.shape[0]
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"images: expected (B, 3, {self.resolution}, {self.resolution}), got {tuple(images.shape)}"
         )
         assert condition.shape == (batch, self.c_dim), f"condition: expected ({batch}, {self.c_dim})"
-        code = self.encoder(images)
-        joint = self.joint(torch.cat([condition[:, :, None, None].expand(-1, -1, 4, 4), code], dim=1))
+        assert batch % groups == 0, f"a batch of {batch} does not split into {groups} equal groups"
+        code = _grouped(self.encoder, images, groups)
+        joint = _grouped(self.joint, torch.cat([condition[:, :, None, None].expand(-1, -1, 4, 4), code], dim=1), groups)
         return self.cond_logits(joint).view(-1), self.uncond_logits(code).view(-1)
+
+
+def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
+    """``module(x)``, except that every BatchNorm inside runs once per group of the batch (see
+    ``StageDiscriminator.forward``)."""
+    if groups == 1:
+        return module(x)
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x = _grouped(layer, x, groups)
+        return x
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return torch.cat([module(part) for part in x.chunk(groups)])
+    return module(x)
 
 
 def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:

@@ -116,3 +116,29 @@ def test_split_condition_generator_equals_concatenation():
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(images_a, images_b, strict=True))
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads_a, grads_b, strict=True))
     assert any(stage.split_condition for stage in generator.refine_stages)
+
+
+def test_stacked_discriminator_pass_equals_three_separate_passes():
+    """groups=3: logits, parameter gradients and BatchNorm running statistics as with three passes in order."""
+    torch.manual_seed(0)
+    results = []
+    batches = [torch.randn(4, 3, 32, 32, dtype=torch.float64) + shift for shift in (0.0, 0.5, -1.0)]
+    condition = torch.randn(4, 6, dtype=torch.float64)
+    for stacked in (False, True):
+        torch.manual_seed(1)
+        D = StageDiscriminator(32, 4, 6).double()
+        init_weights(D)
+        if stacked:
+            cond, uncond = D(torch.cat(batches), condition.repeat(3, 1), groups=3)
+            outputs = list(zip(cond.chunk(3), uncond.chunk(3), strict=True))
+        else:
+            outputs = [D(images, condition) for images in batches]
+        sum((c.sigmoid() * (k + 1)).sum() + u.square().sum() for k, (c, u) in enumerate(outputs)).backward()
+        results.append((outputs, [p.grad for p in D.parameters()], [b.clone() for b in D.buffers()]))
+    (out_a, grads_a, buffers_a), (out_b, grads_b, buffers_b) = results
+    for (ca, ua), (cb, ub) in zip(out_a, out_b, strict=True):
+        assert torch.allclose(ca, cb, atol=1e-10) and torch.allclose(ua, ub, atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads_a, grads_b, strict=True))
+    assert all(torch.equal(a, b) if a.dtype == torch.long else torch.allclose(a, b, atol=1e-12)
+               for a, b in zip(buffers_a, buffers_b, strict=True))
+    assert any(b.dtype == torch.long and int(b) == 3 for b in buffers_b)  # num_batches_tracked: three passes

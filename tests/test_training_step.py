@@ -148,13 +148,14 @@ def test_checkpoint_of_other_architecture_is_refused(cfg, tmp_path):
 
 
 def test_fast_path_matches_plain_path(tmp_path):
-    """channels_last + fused Adam + foreach EMA + the split condition conv give the same training as
-    eager NCHW for-loop Adam with the refine stages' joint conv over the full concatenation."""
+    """channels_last + fused Adam + foreach EMA + the split condition conv + stacked D passes give the
+    same training as eager NCHW for-loop Adam, the refine stages' joint conv over the full
+    concatenation and three separate D passes."""
     results = []
     for fast in (False, True):
         cfg = resolve_config(
             "tiny", overrides={"train.device": "cpu", "train.channels_last": fast, "train.fused_optimizer": fast,
-                               "train.split_condition_conv": fast}
+                               "train.split_condition_conv": fast, "train.stacked_d_passes": fast}
         )
         trainer = Trainer(cfg, tmp_path / str(fast))
         for step in range(3):

@@ -1,7 +1,8 @@
 """The StackGAN++ training loop (official hanzhanggit/StackGAN-v2 ``trainer.py`` step order).
 
 Per iteration: one generator forward; for every stage i a discriminator update from three separate
-forward passes (real, wrong, detached fake), conditioned on the detached CA mean; then one generator
+forward passes (real, wrong, detached fake), conditioned on the detached CA mean (by default stacked
+into one pass whose batch norm still treats each third as its own batch: the same maths); then one generator
 update through all freshly updated discriminators (conditioned on the undetached mean; the
 discriminators' parameters need no gradient there) plus KL and colour consistency; then the G_ema
 update. Losses come from ``stackgan2.losses``; the loop reports through ``progress_fn``.
@@ -218,9 +219,13 @@ class Trainer:
         for i, (D, opt, scaler) in enumerate(zip(self.D_forwards, self.opts_D, self.scalers, strict=False)):
             opt.zero_grad(set_to_none=True)
             with self._autocast():
-                real_out = D(real[i], condition)
-                wrong_out = D(wrong[i], condition)
-                fake_out = D(fakes[i].detach(), condition)
+                if t.stacked_d_passes:
+                    stacked = D(torch.cat([real[i], wrong[i], fakes[i].detach()]), condition.repeat(3, 1), groups=3)
+                    real_out, wrong_out, fake_out = zip(*(logits.chunk(3) for logits in stacked), strict=True)
+                else:
+                    real_out = D(real[i], condition)
+                    wrong_out = D(wrong[i], condition)
+                    fake_out = D(fakes[i].detach(), condition)
                 loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
             D_params = list(self.discriminators[i].parameters())
             self._update(loss, opt, scaler, D_params, f"D{i} ({self.discriminators[i].resolution} px)", terms)
