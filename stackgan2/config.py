@@ -109,6 +109,9 @@ class TrainConfig(_Frozen):
     amp: Literal["off", "bf16", "fp16"] = "off"
     embeddings: Literal["damsm", "char-cnn-rnn"] = "damsm"
     text_encoder: Path | None = Field(None, description="pretrained text encoder dir; None = pretrain as phase 0")
+    init_from: Path | None = Field(
+        None, description="start a new run from this model's weights (pipeline dir, run dir or checkpoint file)"
+    )
     log_every: int = Field(10, ge=1, description="iterations between stats.jsonl records")
     sample_every: int = Field(1, ge=1, description="epochs between sample grids")
     checkpoint_every: int = Field(2000, ge=1, description="iterations between checkpoints (official: 2000)")

@@ -160,3 +160,45 @@ def test_torchrun_two_processes_gloo(tmp_path, text_encoder):
     assert [r["step"] for r in records] == [1, 2, 3]  # rank 0 only writes
     assert records[0]["images_per_s"] > 0
     assert len(list((run / "checkpoints").glob("*.safetensors"))) == 1
+
+
+def test_init_from_run_pipeline_and_checkpoint(runner, tmp_path, text_encoder):
+    """--init-from starts a new run at another model's weights (G, G_ema, and D from checkpoints) with
+    its text encoder; optimisers and the step start fresh."""
+    from stackgan2.config import resolve_config
+    from stackgan2.training.trainer import Trainer, load_initial_weights
+
+    source = tmp_path / "source"
+    assert _train(runner, "--run-dir", str(source), "--max-steps", "3", "--text-encoder", str(text_encoder)).exit_code == 0
+    assert runner.invoke(app, ["--quiet", "export", str(source), str(tmp_path / "pipe")]).exit_code == 0
+    trained = _latest_tensors(source)
+    cfg = resolve_config("tiny", overrides={"train.device": "cpu"})
+    for where, has_d in ((source, True), (tmp_path / "pipe", False)):
+        trainer = Trainer(cfg, tmp_path / "unused")
+        weights = load_initial_weights(where)
+        assert weights.text_encoder == where / "text_encoder"
+        trainer.start_from(weights)
+        for key, value in trainer.G_ema.state_dict().items():
+            assert torch.equal(value, trained[f"G_ema.{key}"]), key
+        g_source = "G" if has_d else "G_ema"
+        assert all(torch.equal(v, trained[f"{g_source}.{k}"]) for k, v in trainer.G.state_dict().items())
+        d_equal = all(torch.equal(v, trained[f"D.{k}"]) for k, v in trainer.discriminators.state_dict().items())
+        assert d_equal == has_d
+
+    run = tmp_path / "finetune"
+    result = _train(runner, "--run-dir", str(run), "--max-steps", "1", "--init-from", str(tmp_path / "pipe"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["init_from"] == str(tmp_path / "pipe")
+    assert config["train"]["text_encoder"] == str(tmp_path / "pipe" / "text_encoder")
+    assert (run / "checkpoints" / "step-00000001.safetensors").is_file()
+
+
+def test_init_from_other_architecture_or_no_model_is_refused(runner, tmp_path, text_encoder):
+    source = tmp_path / "source"
+    assert _train(runner, "--run-dir", str(source), "--max-steps", "1", "--text-encoder", str(text_encoder)).exit_code == 0
+    result = _train(runner, "--run-dir", str(tmp_path / "b"), "--stage-num", "2", "--init-from", str(source))
+    assert result.exit_code == 1 and "different architecture" in result.output and "stage_num: 3 vs 2" in result.output
+    result = _train(runner, "--run-dir", str(tmp_path / "c"), "--init-from", str(tmp_path / "nothing"))
+    assert result.exit_code == 1 and "model not found" in result.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

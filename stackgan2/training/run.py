@@ -15,7 +15,13 @@ from stackgan2.progress import ProgressFn
 from stackgan2.training.checkpoint import latest_checkpoint, list_checkpoints
 from stackgan2.training.distributed import DistContext
 from stackgan2.training.rundir import RunDir
-from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult, copy_text_encoder
+from stackgan2.training.trainer import (
+    FIXED_ON_RESUME,
+    Trainer,
+    TrainResult,
+    copy_text_encoder,
+    load_initial_weights,
+)
 
 log = logging.getLogger("stackgan2.training")
 SAMPLE_CAPTIONS = 8
@@ -98,7 +104,17 @@ def run_training(
 
     ctx = ctx or DistContext()
     run = RunDir(Path(run_dir))
+    resumed = latest_checkpoint(run.checkpoints)
+    initial = None
+    if resumed is None and cfg.train.init_from is not None:
+        initial = load_initial_weights(cfg.train.init_from)
+        if cfg.train.text_encoder is None:  # condition on the embeddings the weights were trained with
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"text_encoder": initial.text_encoder})})
+    elif resumed is not None and cfg.train.init_from is not None:
+        log.info("resuming %s: its checkpoint is used, --init-from %s is not", run.root, cfg.train.init_from)
     trainer = Trainer(cfg, run.root, ctx=ctx, progress_fn=progress_fn)
+    if initial is not None:
+        trainer.start_from(initial)
     if ctx.is_main:
         dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed, progress_fn=progress_fn)
     ctx.barrier()  # the toy-birds cache is rendered once, by rank 0
@@ -107,7 +123,6 @@ def run_training(
     trainer.epoch_length(len(dataset))
     if cfg.train.text_encoder is not None and not Path(cfg.train.text_encoder).is_dir():
         raise CheckpointError(f"--text-encoder {cfg.train.text_encoder} is not a directory")
-    resumed = latest_checkpoint(run.checkpoints)
     if resumed is not None:
         trainer.check_compatible(resumed)
     if ctx.is_main:

@@ -330,12 +330,23 @@ class Trainer:
 
     def check_compatible(self, checkpoint: Checkpoint) -> None:
         """CheckpointError unless ``checkpoint`` was trained with this model architecture."""
-        stored = checkpoint.meta.get("config", {}).get("model")
+        self._check_architecture(checkpoint.meta.get("config", {}).get("model"), f"checkpoint {checkpoint.path}")
+
+    def _check_architecture(self, stored: Any, what: str) -> None:
         current = self.cfg.model.model_dump(mode="json")
         if stored != current:
-            raise CheckpointError(
-                f"checkpoint {checkpoint.path} was trained with a different architecture ({_diff(stored, current)})"
-            )
+            raise CheckpointError(f"{what} was trained with a different architecture ({_diff(stored, current)})")
+
+    def start_from(self, weights: InitialWeights) -> None:
+        """Load G, G_ema and (when the source has them) the discriminators of another model; the
+        optimisers, step and random streams start fresh (``train.init_from``: fine-tuning)."""
+        self._check_architecture(weights.config.model.model_dump(mode="json"), f"--init-from {weights.source}")
+        modules = {"G": self.G, "G_ema": self.G_ema, "D": self.discriminators}
+        try:
+            for name, state in weights.states.items():
+                modules[name].load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"--init-from {weights.source} does not fit this model: {str(exc).splitlines()[0]}") from None
 
     def load_weights(self, checkpoint: Checkpoint) -> None:
         """Restore G, G_ema, the discriminators and the optimisers (not RNG or position)."""
@@ -502,6 +513,40 @@ class Trainer:
         path = self.run.sample_grid(epoch)
         branch_strip_grid([im.float().cpu() for im in images], path)
         return path
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """Weights to start a run from (see ``load_initial_weights``)."""
+
+    source: Path
+    config: ExperimentConfig
+    states: dict[str, dict[str, Tensor]]   # "G", "G_ema" and, from training checkpoints, "D"
+    text_encoder: Path                     # the text encoder the weights were trained with
+
+
+def load_initial_weights(source: Path) -> InitialWeights:
+    """A pipeline directory (its G_ema starts both G and G_ema; the discriminators start fresh), a run
+    directory (its newest valid checkpoint) or a checkpoint file (G, G_ema and the discriminators)."""
+    from stackgan2.pipeline import TEXT_ENCODER_DIR, Text2ImagePipeline
+
+    source = Path(source)
+    if source.is_file() or (source / "checkpoints").is_dir():
+        from stackgan2.training.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(source) if source.is_file() else latest_checkpoint(source / "checkpoints")
+        if checkpoint is None:
+            raise CheckpointError(f"--init-from {source}: the run has no valid checkpoint")
+        config = ExperimentConfig.model_validate(checkpoint.meta.get("config", {}))
+        states = {
+            prefix: {k[len(prefix) + 1 :]: v for k, v in checkpoint.tensors.items() if k.startswith(prefix + ".")}
+            for prefix in ("G", "G_ema", "D")
+        }
+        run_root = source.parent.parent if source.is_file() else source
+        return InitialWeights(source, config, states, run_root / TEXT_ENCODER_DIR)
+    pipe = Text2ImagePipeline.from_pretrained(source)  # CheckpointError for anything that is not a model
+    state = pipe.generator.state_dict()
+    return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, source / TEXT_ENCODER_DIR)
 
 
 def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
