@@ -1,8 +1,8 @@
 """The StackGAN++ training loop (official hanzhanggit/StackGAN-v2 ``trainer.py`` step order).
 
 Per iteration: one generator forward; for every stage i a discriminator update from three separate
-forward passes (real, wrong, detached fake), conditioned on the detached CA mean (by default stacked
-into one pass whose batch norm still treats each third as its own batch: the same maths); then one generator
+forward passes (real, wrong, detached fake), conditioned on the detached CA mean (``stacked_d_passes``
+stacks them into one pass whose batch norm still treats each third as its own batch); then one generator
 update through all freshly updated discriminators (conditioned on the undetached mean; the
 discriminators' parameters need no gradient there) plus KL and colour consistency; then the G_ema
 update. Losses come from ``stackgan2.losses``; the loop reports through ``progress_fn``.
