@@ -528,7 +528,7 @@ class InitialWeights:
 def load_initial_weights(source: Path) -> InitialWeights:
     """A pipeline directory (its G_ema starts both G and G_ema; the discriminators start fresh), a run
     directory (its newest valid checkpoint) or a checkpoint file (G, G_ema and the discriminators)."""
-    from stackgan2.pipeline import TEXT_ENCODER_DIR, Text2ImagePipeline
+    from stackgan2.pipeline import TEXT_ENCODER_DIR, Text2ImagePipeline, _validate_config
 
     source = Path(source)
     if source.is_file() or (source / "checkpoints").is_dir():
@@ -537,7 +537,7 @@ def load_initial_weights(source: Path) -> InitialWeights:
         checkpoint = load_checkpoint(source) if source.is_file() else latest_checkpoint(source / "checkpoints")
         if checkpoint is None:
             raise CheckpointError(f"--init-from {source}: the run has no valid checkpoint")
-        config = ExperimentConfig.model_validate(checkpoint.meta.get("config", {}))
+        config = _validate_config(checkpoint.meta.get("config"), checkpoint.path)  # CheckpointError if invalid
         states = {
             prefix: {k[len(prefix) + 1 :]: v for k, v in checkpoint.tensors.items() if k.startswith(prefix + ".")}
             for prefix in ("G", "G_ema", "D")
