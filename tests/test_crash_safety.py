@@ -20,11 +20,13 @@ from stackgan2.training.checkpoint import list_checkpoints, load_checkpoint, sid
 
 pytestmark = pytest.mark.crash
 KILLS = 20
+# 8 epochs of the 64-image tiny render = 64 steps: enough that 20 kills (each after at least one new
+# step) land before the run ends, even when several steps fit between two kills (4 epochs ran out at 17).
 
 
 def _command(run: Path, text_encoder: Path, resume: bool) -> list[str]:
     cmd = [sys.executable, "-m", "stackgan2.cli", "--quiet", "train", "--preset", "tiny", "--device", "cpu",
-           "--run-dir", str(run), "--text-encoder", str(text_encoder), "--epochs", "4", "--checkpoint-every", "1",
+           "--run-dir", str(run), "--text-encoder", str(text_encoder), "--epochs", "8", "--checkpoint-every", "1",
            "--keep-checkpoints", "2"]
     return cmd + (["--resume"] if resume else [])
 
