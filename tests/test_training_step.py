@@ -226,3 +226,31 @@ def test_on_nan_policy(tmp_path, policy):
     records = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     skipped = [r for r in records if r.get("skipped")]
     assert len(skipped) == 1 and skipped[0]["step"] == 6 and skipped[0]["restored_from_step"] == 4
+
+
+def test_pruning_never_leaves_a_listed_checkpoint_without_its_sidecar(tmp_path, monkeypatch):
+    """Pruning unlinks the tensor file before the sidecar, so a kill between the two leaves only a stale
+    sidecar (not listed, removed at the next save) rather than an old sidecar-less checkpoint."""
+    from pathlib import Path
+
+    from stackgan2.training.checkpoint import list_checkpoints, save_checkpoint
+
+    tensors = {"w": torch.zeros(2)}
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, tensors, {}, keep=2)
+    real_unlink = Path.unlink
+
+    def killed_before_sidecar(self, missing_ok=False):
+        if self.suffix == ".json":
+            raise KeyboardInterrupt("killed")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", killed_before_sidecar)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 3, tensors, {}, keep=2)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002.safetensors", "step-00000003.safetensors"]
+    assert (tmp_path / "step-00000001.json").exists()  # the stale sidecar, invisible to the loader
+    save_checkpoint(tmp_path, 4, tensors, {}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step-00000003.json", "step-00000003.safetensors", "step-00000004.json", "step-00000004.safetensors"]

@@ -65,9 +65,14 @@ def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor]
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_save(path, lambda tmp: save_file(contiguous, str(tmp), metadata={"stackgan2": json.dumps(meta)}))
     atomic_write_text(sidecar(path), json.dumps({**meta, "sha256": sha256_file(path)}, indent=1))
+    # The tensor file goes first: a kill between the two unlinks then leaves a stale sidecar, which is
+    # never listed as a checkpoint (and is removed here next time), not an old sidecar-less checkpoint.
     for old in list_checkpoints(directory)[:-keep]:
-        sidecar(old).unlink(missing_ok=True)
         old.unlink(missing_ok=True)
+        sidecar(old).unlink(missing_ok=True)
+    for stale in Path(directory).glob("step-*.json"):
+        if not stale.with_suffix(".safetensors").exists():
+            stale.unlink(missing_ok=True)
     return path
 
 
