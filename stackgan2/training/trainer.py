@@ -354,7 +354,7 @@ class Trainer:
         self.check_compatible(checkpoint)
         try:
             for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
-                module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+                module.load_state_dict(_section(tensors, prefix))
             optimizers = {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
             for name, opt in optimizers.items():
                 state: dict[int, dict[str, Tensor]] = {}
@@ -538,15 +538,17 @@ def load_initial_weights(source: Path) -> InitialWeights:
         if checkpoint is None:
             raise CheckpointError(f"--init-from {source}: the run has no valid checkpoint")
         config = _validate_config(checkpoint.meta.get("config"), checkpoint.path)  # CheckpointError if invalid
-        states = {
-            prefix: {k[len(prefix) + 1 :]: v for k, v in checkpoint.tensors.items() if k.startswith(prefix + ".")}
-            for prefix in ("G", "G_ema", "D")
-        }
+        states = {prefix: _section(checkpoint.tensors, prefix) for prefix in ("G", "G_ema", "D")}
         run_root = source.parent.parent if source.is_file() else source
         return InitialWeights(source, config, states, run_root / TEXT_ENCODER_DIR)
     pipe = Text2ImagePipeline.from_pretrained(source)  # CheckpointError for anything that is not a model
     state = pipe.generator.state_dict()
     return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, source / TEXT_ENCODER_DIR)
+
+
+def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The state dict stored under ``prefix.`` in a checkpoint ("G", "G_ema", "D")."""
+    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
