@@ -140,6 +140,33 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, text_encoder):
     assert len(saved) == 1 and saved[0].with_suffix(".json").is_file()
 
 
+def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path, text_encoder):
+    """pkill -f / Ctrl-C / a scheduler signal every process of the group, DataLoader workers included;
+    the workers leave the stop to the main process, which saves and exits 143 without a traceback."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "stackgan2.cli", "--quiet", "train", *TINY, "--run-dir", str(run), "--workers", "2",
+           "--text-encoder", str(text_encoder), "--epochs", "200", "--checkpoint-every", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "stats.jsonl").exists() and (run / "stats.jsonl").read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "SIGTERM received" in err and "Traceback" not in err and "DataLoader worker" not in err
+    saved = list((run / "checkpoints").glob("step-*.safetensors"))
+    assert len(saved) == 1 and saved[0].with_suffix(".json").is_file()
+    deadline = time.time() + 30
+    while time.time() < deadline:  # no worker outlives the trainer
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the training run are still alive after it exited")
+
+
 def _free_port() -> int:
     import socket
 

@@ -85,6 +85,18 @@ class EpochBatches:
         return len(self.batches)
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process.
+
+    Ctrl-C in a terminal, ``pkill -f`` and schedulers that signal a whole process group (SLURM
+    preemption) reach the workers too. A worker killed by them makes PyTorch raise "DataLoader
+    worker ... killed by signal" in the main process, in the middle of the step or of the stop
+    checkpoint. Ignoring them here lets the main process finish its step, save and shut the workers
+    down itself; a main process that dies without doing so still takes its workers with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def steps_per_epoch(dataset_size: int, batch_size: int, world_size: int = 1) -> int:
     return (dataset_size // world_size) // batch_size
 
@@ -425,7 +437,8 @@ class Trainer:
         last_stats: dict[str, float] = {}
         started = time.perf_counter()
         skipped_in_a_row = 0
-        loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda"}
+        loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda",
+                         "worker_init_fn": _ignore_stop_signals if self.cfg.data.workers else None}
         self.G.train()
         self.discriminators.train()
         with self._signals():
