@@ -103,6 +103,11 @@ class TrainConfig(_Frozen):
     kl_coef: float = Field(2.0, ge=0)
     color_coef: float = Field(0.0, ge=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_warmup: bool = Field(
+        True,
+        description="average over a short horizon early on: decay min(ema_decay, (1+t)/(10+t)) at step t; "
+        "the official constant decay from step 8,990 on at 0.999",
+    )
     ema_to_g_every: int = Field(0, ge=0, description="official quirk: copy G_ema into G every N steps (0 = off)")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

@@ -16,7 +16,7 @@ from stackgan2.training.checkpoint import (
     save_checkpoint,
 )
 from stackgan2.training.distributed import DistContext
-from stackgan2.training.trainer import EpochBatches, Trainer
+from stackgan2.training.trainer import EpochBatches, Trainer, ema_decay
 
 
 def _batch(cfg, size=4, seed=0):
@@ -68,13 +68,25 @@ def test_g_step_does_not_change_discriminators(cfg, tmp_path):
         assert torch.equal(final[key], value), key
 
 
-def test_ema_tracks_generator(cfg, tmp_path):
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_tracks_generator(cfg, tmp_path, warmup):
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ema_warmup": warmup})})
     trainer = Trainer(cfg, tmp_path)
+    trainer.step = 3
     before = [p.clone() for p in trainer.G_ema.parameters()]
     trainer.train_step(*_batch(cfg))
-    decay = cfg.train.ema_decay
+    decay = 4 / 13 if warmup else cfg.train.ema_decay  # (1 + t) / (10 + t) at t = 3 during warm-up
     for b, ema, p in zip(before, trainer.G_ema.parameters(), trainer.G.parameters(), strict=True):
         assert torch.allclose(ema, decay * b + (1 - decay) * p, atol=1e-6)
+
+
+def test_ema_warmup_reaches_the_official_constant_decay():
+    train = resolve_config("toy").train
+    assert train.ema_warmup and ema_decay(train, 0) == pytest.approx(0.1)
+    assert ema_decay(train, 8989) < 0.999 and ema_decay(train, 8990) == ema_decay(train, 100_000) == 0.999
+    for preset in ("birds", "flowers"):  # the official configs: constant decay from the first step
+        train = resolve_config(preset).train
+        assert not train.ema_warmup and ema_decay(train, 0) == 0.999
 
 
 def test_non_finite_loss_stops_with_stage_name(cfg, tmp_path):

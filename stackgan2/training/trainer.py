@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stackgan2.config import ExperimentConfig
+from stackgan2.config import ExperimentConfig, TrainConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
 from stackgan2.losses import color_consistency_loss, discriminator_loss, generator_adversarial_loss, kl_loss
@@ -83,6 +83,19 @@ class EpochBatches:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def ema_decay(t: TrainConfig, step: int) -> float:
+    """G_ema decay for the update after ``step`` finished iterations.
+
+    With ``ema_warmup`` the average starts with a short horizon, min(decay, (1+t)/(10+t)) (the
+    num_updates form of TensorFlow's ExponentialMovingAverage), so the samples of a short run show
+    what G has learnt rather than 0.999^t of the random initialisation (after 320 steps a constant
+    0.999 still keeps 73 % of it). From step (10 * decay - 1) / (1 - decay) on (8,990 at 0.999) it is
+    the official constant decay."""
+    if not t.ema_warmup:
+        return t.ema_decay
+    return min(t.ema_decay, (1 + step) / (10 + step))
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
@@ -268,7 +281,7 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
-        weight = 1.0 - self.cfg.train.ema_decay
+        weight = 1.0 - ema_decay(self.cfg.train, self.step)
         if self.cfg.train.fused_optimizer:
             torch._foreach_lerp_(ema_params, params, weight)
         else:
