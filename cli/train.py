@@ -120,6 +120,9 @@ def train(
         for key, value in result.last_stats.items():
             table.add_row(key, f"{value:.4f}")
         console.print(table)
+        if result.seconds > 0:
+            share = 100 * result.data_seconds / result.seconds
+            console.print(f"data loading: {result.data_seconds:.1f} s waiting for batches ({share:.1f} % of the time)")
         console.print(f"checkpoint: {result.last_checkpoint}")
         console.print(f"samples:    {Path(run_dir) / 'samples'}")
 

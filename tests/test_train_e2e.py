@@ -49,8 +49,10 @@ def test_phase0_and_run_directory_contract(runner, tmp_path):
     assert (run / "text_encoder" / "vocab.json").is_file()
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 10))
-    for key in ("D0/real", "D2/fake", "G1/cond", "G/adversarial", "KL", "color", "sec_per_step", "images_per_s", "epoch"):
+    for key in ("D0/real", "D2/fake", "G1/cond", "G/adversarial", "KL", "color", "sec_per_step", "data_sec", "images_per_s", "epoch"):
         assert key in records[-1], key
+    assert all(0 < r["data_sec"] < r["sec_per_step"] for r in records)  # the wait for a batch is part of the step
+    assert "data loading:" in result.output and "% of the time" in result.output
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert checkpoints == [f"step-0000000{s}.{ext}" for s in (4, 8, 9) for ext in ("json", "safetensors")]
     assert (run / "samples" / "epoch-0001.png").is_file()  # 8 steps per epoch with 64 images / batch 8

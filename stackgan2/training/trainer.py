@@ -65,6 +65,7 @@ class TrainResult:
     last_checkpoint: Path | None
     last_stats: dict[str, float]
     seconds: float
+    data_seconds: float = 0.0  # of ``seconds``, spent waiting for batches (loader + copy to the device)
 
 
 class EpochBatches:
@@ -449,7 +450,7 @@ class Trainer:
         last_checkpoint = resume_from.path if resume_from else None
         last_stats: dict[str, float] = {}
         started = time.perf_counter()
-        skipped_in_a_row = 0
+        skipped_in_a_row, data_total = 0, 0.0
         loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda",
                          "worker_init_fn": _ignore_stop_signals if self.cfg.data.workers else None}
         self.G.train()
@@ -459,9 +460,11 @@ class Trainer:
                 dataset.set_epoch(self.epoch)
                 batches = EpochBatches(len(dataset), t.batch_size, t.seed, self.epoch, self.ctx, self.batch_in_epoch)
                 loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
-                tick = time.perf_counter()
+                tick = fetch = time.perf_counter()
                 for batch in loader:
                     real, wrong, embedding = self._to_device(batch)
+                    data_seconds = time.perf_counter() - fetch  # waiting for the loader + the copy to the device
+                    data_total += data_seconds
                     try:
                         stats = self.train_step(real, wrong, embedding)
                         skipped_in_a_row = 0
@@ -475,7 +478,7 @@ class Trainer:
                     now = time.perf_counter()
                     seconds, tick = now - tick, now
                     if self.step % t.log_every == 0 or self.step == total_steps or "skipped" in stats:
-                        last_stats = self._log(stats, seconds, embedding.shape[0] * self.ctx.world_size)
+                        last_stats = self._log(stats, seconds, data_seconds, embedding.shape[0] * self.ctx.world_size)
                     report(self.progress_fn, "train", self.step, total_steps, epoch=self.epoch,
                            D=sum(v for k, v in last_stats.items() if k.endswith("/total") and k.startswith("D")),
                            G=last_stats.get("G/total", float("nan")))
@@ -491,7 +494,9 @@ class Trainer:
                                                   "run the same command with --resume to continue", self._stop_signal)
                     if self.step >= total_steps:
                         break
-        return TrainResult(self.run.root, self.step, self.epoch, last_checkpoint, last_stats, time.perf_counter() - started)
+                    fetch = time.perf_counter()
+        return TrainResult(self.run.root, self.step, self.epoch, last_checkpoint, last_stats,
+                           time.perf_counter() - started, data_total)
 
     def _skip_step(self, exc: NonFiniteLoss, in_a_row: int, limit: int = 10) -> dict[str, Tensor]:
         """``on_nan=stop``: end training. ``skip``: drop this step and restore the last checkpoint's
@@ -508,7 +513,7 @@ class Trainer:
         log.warning("%s: step skipped, weights restored from %s", exc, checkpoint.path.name)
         return {"skipped": torch.tensor(1.0), "restored_from_step": torch.tensor(float(checkpoint.step))}
 
-    def _log(self, stats: dict[str, Tensor], seconds: float, images: int) -> dict[str, float]:
+    def _log(self, stats: dict[str, Tensor], seconds: float, data_seconds: float, images: int) -> dict[str, float]:
         values = {k: float(v) for k, v in stats.items()}
         record = {
             "step": self.step,
@@ -517,6 +522,7 @@ class Trainer:
             "lr_g": self.opt_G.param_groups[0]["lr"],
             "lr_d": self.opts_D[0].param_groups[0]["lr"],
             "sec_per_step": seconds,
+            "data_sec": data_seconds,
             "images_per_s": images / seconds if seconds > 0 else 0.0,
             "time": time.time(),
         }
