@@ -5,6 +5,9 @@ Two measurements on the toy-birds test captions, with the same noise for both ge
   (the G adversarial loss under the final D drops; with --lr-g 1e-12 both numbers stay equal and
   this test fails, as it should for any generator that does not learn);
 - the trained G's colours match the real birds' colour histogram better than the random G's.
+Both hold for G_ema too, which the sample grids and `stackgan2 sample` use: its warm-up lets it follow
+G in a short run (with the official constant decay 0.999 it still measured 12.6 / 1.13 here, i.e.
+73 % random initialisation after 320 steps, and fails this test).
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ def test_a_few_hundred_tiny_steps_learn(trained: Path) -> None:
     initial, discriminators = Generator(cfg.model), build_discriminators(cfg.model)
     init_weights(initial)
     init_weights(discriminators)
-    final = Generator(cfg.model)
+    final, average = Generator(cfg.model), Generator(cfg.model)
     final.load_state_dict(part("G"))
+    average.load_state_dict(part("G_ema"))
     discriminators.load_state_dict(part("D"))
 
     test = build_dataset(cfg.data, "test", image_sizes=cfg.model.resolutions, augment=False, seed=0)
@@ -71,7 +75,7 @@ def test_a_few_hundred_tiny_steps_learn(trained: Path) -> None:
 
     measured = {}
     with torch.no_grad():
-        for name, generator in (("initial", initial), ("trained", final)):
+        for name, generator in (("initial", initial), ("trained", final), ("G_ema", average)):
             images, mu, _ = generator.train()(z, embeddings, eps)  # batch statistics, as in training
             adversarial = sum(
                 generator_adversarial_loss(D(image, mu), cfg.train.uncond_coef)[0]
@@ -80,7 +84,9 @@ def test_a_few_hundred_tiny_steps_learn(trained: Path) -> None:
             distance = (colour_histogram(images[-1]) - colour_histogram(real)).abs().sum()
             measured[name] = (float(adversarial), float(distance))
     print("learning check (adversarial loss under the final D, colour-histogram L1):", measured)
-    (adv_0, colour_0), (adv_1, colour_1) = measured["initial"], measured["trained"]
-    # Measured at 320 steps (seed 0): adversarial 12.8 -> 6.8, histogram L1 1.17 -> 0.85.
-    assert adv_1 < 0.75 * adv_0, measured
-    assert colour_1 < colour_0 - 0.1, measured
+    adv_0, colour_0 = measured["initial"]
+    # Measured at 320 steps (seed 0): adversarial 12.9 -> 6.8 (G) / 8.1 (G_ema), histogram L1 1.17 -> 0.86 / 0.92.
+    for name in ("trained", "G_ema"):
+        adv_1, colour_1 = measured[name]
+        assert adv_1 < 0.75 * adv_0, (name, measured)
+        assert colour_1 < colour_0 - 0.1, (name, measured)
