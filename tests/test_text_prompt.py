@@ -78,6 +78,16 @@ def test_very_long_prompt_is_truncated_with_a_warning(caplog) -> None:
     assert any("only the first 18" in r.getMessage() for r in caplog.records)
 
 
+def test_many_long_prompts_give_one_warning(caplog) -> None:
+    """Evaluation encodes thousands of captions: over-long ones are counted in one line, not one each."""
+    long = "a small red bird with black wings sitting on a branch in front of green leaves and a blue sky"
+    with caplog.at_level(logging.WARNING, logger="stackgan2.text"):
+        out = make_encoder().encode([long, "a small red bird", long + " today", long])
+    assert out.truncated == [True, False, True, True]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("3 of 4 prompts have more than 18 words"), messages
+
+
 @pytest.mark.parametrize("head_dim", [None, 24])
 def test_save_load_round_trip(tmp_path, head_dim: int | None) -> None:
     encoder = make_encoder(head_dim)

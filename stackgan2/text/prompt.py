@@ -145,18 +145,24 @@ class PromptEncoder:
                     f"prompt {shorten(prompt)} has no word the text encoder knows (unknown: "
                     f"{word_list(item.unknown)}); known words include: {word_list(self.vocab.itos[2:12], 10)}"
                 )
-            if item.truncated:
-                logger.warning(
-                    "prompt %s has %d words; only the first %d are used",
-                    shorten(prompt), item.num_tokens, self.config.max_words,
-                )
             encoded.append(item)
+        self._warn_truncated(prompts, encoded)
         device = self.device if device is None else device
         self.to(device)
         ids, lengths = pad_batch([item.ids for item in encoded], device)
         with torch.no_grad():
             embeddings = self.embed(ids, lengths).float()
         return EncodedPrompts(embeddings, [item.unknown for item in encoded], [item.truncated for item in encoded])
+
+    def _warn_truncated(self, prompts: Sequence[str], encoded: Sequence[Any]) -> None:
+        """One warning per call: the prompt itself, or for a batch (evaluation captions) a count."""
+        long = [(prompt, item.num_tokens) for prompt, item in zip(prompts, encoded, strict=True) if item.truncated]
+        limit = self.config.max_words
+        if len(long) == 1:
+            logger.warning("prompt %s has %d words; only the first %d are used", shorten(long[0][0]), long[0][1], limit)
+        elif long:
+            logger.warning("%d of %d prompts have more than %d words (e.g. %s, %d words); only the first %d of each are used",
+                           len(long), len(prompts), limit, shorten(long[0][0]), long[0][1], limit)
 
     def _config_payload(self) -> dict[str, Any]:
         return {
