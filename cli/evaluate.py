@@ -105,6 +105,9 @@ def _metrics_table(result: dict[str, Any]) -> Table:
                       f"{100 * acc['generated']:.1f}%", f"{100 * acc['real']:.1f}%")
         for name, pair in acc["per_attribute"].items():
             table.add_row(f"  {name}", f"{100 * pair['generated']:.1f}%", f"{100 * pair['real']:.1f}%")
+            if pair.get("generated_where_named") is not None and pair["prompts_naming_it"] < 1:
+                table.add_row(f"    where the prompt names it ({100 * pair['prompts_naming_it']:.0f}% of prompts)",
+                              f"{100 * pair['generated_where_named']:.1f}%", "")
     return table
 
 

@@ -60,6 +60,24 @@ def test_captions_describe_the_attributes() -> None:
         assert all(caption == caption.lower() and "  " not in caption for caption in captions)
 
 
+def test_named_attributes_reads_back_what_each_template_states() -> None:
+    templates = len(toy._TEMPLATES)
+    for index in range(40):
+        codes = toy.sample_attributes(0, 1, index)
+        captions = toy.make_captions(codes, np.random.default_rng(index), count=templates)  # every template once
+        named = [toy.named_attributes(caption) for caption in captions]
+        assert all(n is not None and "body_color" in n for n in named), captions
+        # three templates leave the wing colour out ("a small red bird flying", ...)
+        assert sum("wing_color" not in n for n in named) == 3, list(zip(captions, named, strict=True))
+        pose_named = [n for n in named if "pose" in n]
+        assert len(pose_named) == 5
+        assert sum("wing_pattern" in n for n in named) == (0 if toy.ATTRIBUTE_VALUES["wing_pattern"][codes["wing_pattern"]] == "plain" else 3)
+    assert toy.named_attributes("a small red bird") is None  # not a template caption (no pose)
+    assert toy.named_attributes("a small red bird flying") == {"size", "body_color", "pose"}
+    assert toy.named_attributes("this all grey bird has an orange beak") is None  # needs a beak length
+    assert toy.named_attributes("this all grey bird has a long thin orange bill") == {"body_color", "wing_color", "beak_length", "beak_color"}
+
+
 def test_dataset_fields(tmp_path: Path) -> None:
     dataset = build_dataset(_config(tmp_path, captions_per_image=4), "train", [8, 16], augment=False)
     assert len(dataset) == 12 and dataset.num_classes == 100

@@ -53,6 +53,10 @@ def test_eval_computes_every_metric_and_writes_the_report(runner, tiny_run, toy_
     assert 0.0 <= attrs["generated"] <= 1.0 and 0.0 <= attrs["real"] <= 1.0
     assert attrs["generated"] <= min(attrs["per_attribute"]["body_color"]["generated"],
                                      attrs["per_attribute"]["wing_color"]["generated"])
+    body, wing = attrs["per_attribute"]["body_color"], attrs["per_attribute"]["wing_color"]
+    assert body["prompts_naming_it"] == 1.0 and body["generated_where_named"] == body["generated"]
+    assert 0.6 < wing["prompts_naming_it"] < 0.95 and 0.0 <= wing["generated_where_named"] <= 1.0  # 13 of 16 templates
+    assert "where the prompt names it" in result.output
     assert report["num_samples"] == 128 and report["dataset"]["images"] == 32
     assert report["dataset"]["name"] == "toy-birds" and len(report["dataset"]["sha256"]) == 64
     assert len(report["model"]["weights_sha256"]) == 64

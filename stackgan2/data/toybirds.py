@@ -164,6 +164,58 @@ def make_captions(attributes: dict[str, int], rng: np.random.Generator, count: i
     return captions
 
 
+# Which attribute each caption field names ({body_and_wing} names both colours; {pattern} names the
+# wing pattern only when it is not plain, since plain wings leave the field empty).
+_FIELD_NAMES = {"size": ("size",), "body": ("body_color",), "wing": ("wing_color",),
+                "body_and_wing": ("body_color", "wing_color"), "pattern": ("wing_pattern",),
+                "beak_length": ("beak_length",), "beak_color": ("beak_color",), "tail": ("tail",),
+                "pose": ("pose",), "background": ("background",)}
+
+
+def _alternatives(words: Any) -> str:
+    flat = [w for group in (words.values() if isinstance(words, dict) else [words]) for w in group]
+    return "(?:" + "|".join(re.escape(w) for w in sorted(set(flat), key=len, reverse=True)) + ")"
+
+
+def _template_patterns() -> list[tuple[re.Pattern[str], list[str]]]:
+    color = _alternatives(_COLOR_WORDS)
+    fields = {
+        "size": _alternatives(_SIZE_WORDS), "body": color, "wing": color, "beak_color": color,
+        "body_and_wing": f"(?:all {color}|{color} and {color})", "body_part": _alternatives(_BODY_PARTS),
+        "wing_part": _alternatives(_WING_PARTS), "beak": _alternatives(_BEAK_WORDS),
+        "beak_length": _alternatives(_BEAK_LENGTH_WORDS), "tail": _alternatives(_TAIL_WORDS),
+        "pose": _alternatives(_POSE_WORDS), "background": _alternatives(_BACKGROUND_WORDS),
+        "pattern": f"(?: with {color} (?:wing bars|wingbars|spots))?",
+    }
+    patterns = []
+    for template in _TEMPLATES:
+        regex, named = [], []
+        for i, part in enumerate(re.split(r"\{(\w+)\}", template)):
+            if i % 2:
+                regex.append(f"(?P<{part}>{fields[part]})")
+                named.append(part)
+            else:  # make_captions writes "an" before a vowel
+                regex.append(re.sub(r"\ba ", "an? ", re.escape(part).replace("\\ ", " ")))
+        patterns.append((re.compile("".join(regex)), named))
+    return patterns
+
+
+_PATTERNS = _template_patterns()
+
+
+def named_attributes(caption: str) -> frozenset[str] | None:
+    """The attributes a toy-birds caption states (e.g. {"body_color", "pose"} for "a red bird flying"),
+    found by matching it against the caption templates; None if it comes from none of them.
+
+    Three of the sixteen templates leave the wing colour out, as real CUB captions often do; an
+    evaluation can only expect a prompted wing colour where the prompt names one."""
+    for pattern, fields in _PATTERNS:
+        match = pattern.fullmatch(caption)
+        if match:
+            return frozenset(name for field in fields if match.group(field) for name in _FIELD_NAMES.get(field, ()))
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Drawing primitives (twice the output resolution)
 

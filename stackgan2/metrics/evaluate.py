@@ -274,7 +274,9 @@ def _judge_generated(
 def _scores(
     wanted: list[str], generated: dict[str, np.ndarray], real: dict[str, np.ndarray], candidates: np.ndarray | None,
     attributes: dict[str, np.ndarray] | None, sampled_images: np.ndarray, judges: _Judges,
+    named: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
+    """``named``: per attribute, which prompts state it (toy-birds); adds accuracy on just those."""
     results: dict[str, Any] = {}
     if "fid" in wanted:
         results["fid"] = fid_from_features(generated["features"], real["features"], ("generated images", "real test images"))
@@ -299,7 +301,28 @@ def _scores(
             "attributes": list(PROMPT_ATTRIBUTES),
             "per_attribute": {n: {"generated": acc_gen[n], "real": acc_real[n]} for n in names},
         }
+        if named is not None:
+            # A prompt that does not name (say) the wing colour cannot be held to it: "where named"
+            # is the accuracy over the prompts that state the attribute.
+            for n in names:
+                mask = named[n]
+                hits = generated[f"attr:{n}"][mask] == truth_real[n][sampled_images][mask]
+                results["attribute_accuracy"]["per_attribute"][n].update(
+                    {"prompts_naming_it": float(mask.mean()), "generated_where_named": float(hits.mean()) if mask.any() else None}
+                )
     return results
+
+
+def _named_attributes(dataset: str, prompts: Sequence[str], attributes: dict[str, Any] | None) -> dict[str, np.ndarray] | None:
+    """For toy-birds captions: per attribute, a mask of the prompts that state it (None otherwise)."""
+    if dataset != "toy-birds" or attributes is None:
+        return None
+    from stackgan2.data.toybirds import named_attributes
+
+    parsed = [named_attributes(p) for p in prompts]
+    if any(p is None for p in parsed):
+        return None  # captions not made by the toy-birds templates
+    return {name: np.array([name in p for p in parsed]) for name in attributes}
 
 
 def evaluate_model(
@@ -356,7 +379,8 @@ def evaluate_model(
     real, dataset_sha256 = _judge_real(dataset, size, judges, batch_size, dev, progress_fn)
     generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn)
     return {
-        "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges),
+        "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges,
+                           _named_attributes(data.dataset, prompts, dataset.attributes)),
         "num_samples": num_samples,
         "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, pipe.text_encoder.text_encoder)},
         "dataset": {"name": data.dataset, "split": "test", "images": len(dataset.captions), "resolution": size,
