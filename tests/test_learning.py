@@ -6,8 +6,8 @@ Two measurements on the toy-birds test captions, with the same noise for both ge
   this test fails, as it should for any generator that does not learn);
 - the trained G's colours match the real birds' colour histogram better than the random G's.
 Both hold for G_ema too, which the sample grids and `stackgan2 sample` use: its warm-up lets it follow
-G in a short run (with the official constant decay 0.999 it still measured 12.6 / 1.13 here, i.e.
-73 % random initialisation after 320 steps, and fails this test).
+G in a short run (with the official constant decay 0.999 it measured 12.6 / 1.13 against 12.9 / 1.17 for the random
+G at the earlier ngf 8 widths: 73 % random initialisation after 320 steps, and it fails this test).
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def test_a_few_hundred_tiny_steps_learn(trained: Path) -> None:
             measured[name] = (float(adversarial), float(distance))
     print("learning check (adversarial loss under the final D, colour-histogram L1):", measured)
     adv_0, colour_0 = measured["initial"]
-    # Measured at 320 steps (seed 0): adversarial 12.9 -> 6.8 (G) / 8.1 (G_ema), histogram L1 1.17 -> 0.86 / 0.92.
+    # Measured at 320 steps (seed 0, tiny preset ngf 32 / ndf 16): adversarial 13.4 -> 6.0 (G) / 7.3 (G_ema),
+    # histogram L1 1.39 -> 0.70 / 0.73. (With ngf 8 / ndf 8: 12.9 -> 6.8 / 8.1 and 1.17 -> 0.86 / 0.92.)
     for name in ("trained", "G_ema"):
         adv_1, colour_1 = measured[name]
-        assert adv_1 < 0.75 * adv_0, (name, measured)
-        assert colour_1 < colour_0 - 0.1, (name, measured)
+        assert adv_1 < 0.65 * adv_0, (name, measured)
+        assert colour_1 < 0.65 * colour_0, (name, measured)
