@@ -114,6 +114,19 @@ def test_bad_training_options(runner, tmp_path, text_encoder, args, code, messag
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_resume_with_new_learning_rates_uses_them(runner, tmp_path, text_encoder):
+    """--lr-g / --lr-d given on --resume win over the optimiser state stored in the checkpoint."""
+    run = tmp_path / "run"
+    assert _train(runner, "--run-dir", str(run), "--max-steps", "4", "--text-encoder", str(text_encoder)).exit_code == 0
+    result = _train(runner, "--run-dir", str(run), "--max-steps", "8", "--resume", "--lr-g", "5e-5", "--lr-d", "3e-5")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [(r["lr_g"], r["lr_d"]) for r in records] == [(2e-4, 2e-4)] * 4 + [(5e-5, 3e-5)] * 4
+    meta = json.loads((run / "checkpoints" / "step-00000008.json").read_text())
+    groups = meta["param_groups"]
+    assert groups["opt_G"][0]["lr"] == 5e-5 and all(groups[f"opt_D{i}"][0]["lr"] == 3e-5 for i in range(3))
+
+
 def test_tampered_latest_checkpoint_falls_back(runner, tmp_path, text_encoder):
     run = tmp_path / "run"
     assert _train(runner, "--run-dir", str(run), "--max-steps", "6", "--text-encoder", str(text_encoder)).exit_code == 0

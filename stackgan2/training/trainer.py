@@ -390,8 +390,20 @@ class Trainer:
                         state.setdefault(int(index), {})[field] = value
                 opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
                 _match_param_layout(opt)
+                self._apply_optimizer_settings(name, opt)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this model: {str(exc).splitlines()[0]}") from None
+
+    def _apply_optimizer_settings(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        """The config's learning rate and betas win over the checkpoint's param_groups, so that
+        ``--resume --lr-g 5e-5`` changes the rate (exact resume is unaffected when they are equal)."""
+        t = self.cfg.train
+        lr, betas = (t.lr_g if name == "opt_G" else t.lr_d), (t.beta1, t.beta2)
+        for group in optimizer.param_groups:
+            if (group["lr"], tuple(group["betas"])) != (lr, betas):
+                log.info("%s: learning rate %g -> %g, betas %s -> %s (from the config)", name, group["lr"], lr,
+                         tuple(group["betas"]), betas)
+            group["lr"], group["betas"] = lr, betas
 
     # --------------------------------------------------------------------------------- the loop
     @contextlib.contextmanager
