@@ -400,9 +400,10 @@ class Trainer:
         t = self.cfg.train
         lr, betas = (t.lr_g if name == "opt_G" else t.lr_d), (t.beta1, t.beta2)
         for group in optimizer.param_groups:
-            if (group["lr"], tuple(group["betas"])) != (lr, betas):
-                log.info("%s: learning rate %g -> %g, betas %s -> %s (from the config)", name, group["lr"], lr,
-                         tuple(group["betas"]), betas)
+            if group["lr"] != lr:
+                log.info("%s: learning rate %g -> %g (from the config)", name, group["lr"], lr)
+            if tuple(group["betas"]) != betas:
+                log.info("%s: Adam betas %s -> %s (from the config)", name, tuple(group["betas"]), betas)
             group["lr"], group["betas"] = lr, betas
 
     # --------------------------------------------------------------------------------- the loop
