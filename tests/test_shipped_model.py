@@ -2,7 +2,7 @@
 
 Judged by the shipped toy-birds attribute classifier (99.8 % body colour on real test images) on
 "a {body} bird with {wing} wings" prompts, ten seeds each, at the final (256 px) branch. The
-threshold is twice chance and below what the shipped snapshot measured (assets/README.md), so an
+threshold is 2.5x chance and below what the shipped snapshot measured (assets/README.md), so an
 untrained, broken or wrongly loaded model fails it (raise it as better snapshots are shipped).
 """
 
@@ -19,7 +19,7 @@ COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "brown", "black
 # Every body colour once, each with a wing colour three places further on, so no pair repeats.
 PROMPTS = [(body, COLOURS[(i + 3) % len(COLOURS)]) for i, body in enumerate(COLOURS)]
 IMAGES = 10
-BODY_THRESHOLD = 0.20  # chance 0.10; the shipped snapshot measured 0.30 (wing 0.23)
+BODY_THRESHOLD = 0.25  # chance 0.10; the shipped snapshot (28,406 iterations) measured 0.34 (wing 0.18)
 
 
 @pytest.fixture(scope="module")
