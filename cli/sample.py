@@ -167,9 +167,10 @@ def plot_losses(
     records = read_stats(stats)
     out = out if out is not None else stats.parent / "losses.png"
     check_output_dir(out.parent)
-    draw(records, out, window=smooth, log_y=log_y, title=stats.parent.name)
+    name = stats.parent.name if stats.name == "stats.jsonl" else stats.stem  # run dir, or e.g. toy-birds-stats
+    draw(records, out, window=smooth, log_y=log_y, title=name)
     summary = summarize(records)
-    table = Table(title=f"{stats.parent.name}: {summary.records} records, step {summary.steps}, epoch {summary.epochs:.2f}")
+    table = Table(title=f"{name}: {summary.records} records, step {summary.steps}, epoch {summary.epochs:.2f}")
     for column in ("term", "last", "best (min)", "at epoch"):
         table.add_column(column, justify="left" if column == "term" else "right")
     for term in summary.terms:

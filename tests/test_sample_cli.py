@@ -183,6 +183,10 @@ def test_plot_losses_on_a_run(runner, run, tmp_path, monkeypatch):
     with Image.open(tmp_path / "losses.png") as image:
         assert image.format == "PNG" and image.size == (1200, 800)
     assert "D0/total" in result.stdout and "step 4" in result.stdout
+    assert f"{Path(run).name}: " in result.stdout  # the run is named by its directory ...
+    shutil.copy(Path(run) / "stats.jsonl", tmp_path / "toy-stats.jsonl")
+    named = _invoke(runner, "plot-losses", tmp_path / "toy-stats.jsonl", "--out", tmp_path / "copy.png")
+    assert named.exit_code == 0 and "toy-stats: " in named.stdout  # ... a loose stats file by its own name
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     shutil.copytree(run, tmp_path / "runs" / "latest")
