@@ -204,7 +204,7 @@ _PATTERNS = _template_patterns()
 
 
 def named_attributes(caption: str) -> frozenset[str] | None:
-    """The attributes a toy-birds caption states (e.g. {"body_color", "pose"} for "a red bird flying"),
+    """The attributes a toy-birds caption states (e.g. {"size", "body_color", "pose"} for "a small red bird flying"),
     found by matching it against the caption templates; None if it comes from none of them.
 
     Three of the sixteen templates leave the wing colour out, as real CUB captions often do; an
