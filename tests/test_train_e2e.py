@@ -236,6 +236,34 @@ def test_init_from_run_pipeline_and_checkpoint(runner, tmp_path, text_encoder):
     assert (run / "checkpoints" / "step-00000001.safetensors").is_file()
 
 
+def test_init_from_with_another_discriminator_width_keeps_g_and_starts_d_fresh(runner, tmp_path, text_encoder):
+    """ndf shapes only the discriminators, so a model can be fine-tuned against wider (or narrower)
+    ones: G and G_ema are loaded, D starts fresh; any other architecture difference is still refused."""
+    from stackgan2.config import resolve_config
+    from stackgan2.errors import CheckpointError
+    from stackgan2.training.trainer import Trainer, load_initial_weights
+
+    source = tmp_path / "source"
+    assert _train(runner, "--run-dir", str(source), "--max-steps", "2", "--text-encoder", str(text_encoder)).exit_code == 0
+    trained = _latest_tensors(source)
+    weights = load_initial_weights(source)
+    ndf = weights.config.model.ndf
+    cfg = resolve_config("tiny", overrides={"train.device": "cpu", "model.ndf": ndf * 2})
+    trainer = Trainer(cfg, tmp_path / "unused")
+    fresh_d = {k: v.clone() for k, v in trainer.discriminators.state_dict().items()}
+    trainer.start_from(weights)
+    assert all(torch.equal(v, trained[f"G.{k}"]) for k, v in trainer.G.state_dict().items())
+    assert all(torch.equal(v, trained[f"G_ema.{k}"]) for k, v in trainer.G_ema.state_dict().items())
+    assert all(torch.equal(v, fresh_d[k]) for k, v in trainer.discriminators.state_dict().items())
+    other = resolve_config("tiny", overrides={"train.device": "cpu", "model.ndf": ndf * 2, "model.ngf": weights.config.model.ngf * 2})
+    with pytest.raises(CheckpointError, match="different architecture"):
+        Trainer(other, tmp_path / "unused2").start_from(weights)
+
+    result = _train(runner, "--run-dir", str(tmp_path / "wide"), "--max-steps", "1", "--ndf", str(ndf * 2), "--init-from", str(source))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "wide" / "config.json").read_text())["model"]["ndf"] == ndf * 2
+
+
 def test_init_from_other_architecture_or_no_model_is_refused(runner, tmp_path, text_encoder):
     source = tmp_path / "source"
     assert _train(runner, "--run-dir", str(source), "--max-steps", "1", "--text-encoder", str(text_encoder)).exit_code == 0

@@ -365,11 +365,21 @@ class Trainer:
 
     def start_from(self, weights: InitialWeights) -> None:
         """Load G, G_ema and (when the source has them) the discriminators of another model; the
-        optimisers, step and random streams start fresh (``train.init_from``: fine-tuning)."""
-        self._check_architecture(weights.config.model.model_dump(mode="json"), f"--init-from {weights.source}")
+        optimisers, step and random streams start fresh (``train.init_from``: fine-tuning). A different
+        discriminator width (``model.ndf``) is allowed: the discriminators then start fresh."""
+        stored = weights.config.model.model_dump(mode="json")
+        current = self.cfg.model.model_dump(mode="json")
+        states = dict(weights.states)
+        if stored.get("ndf") != current["ndf"]:  # ndf shapes only the discriminators: G still fits
+            self._check_architecture({**stored, "ndf": current["ndf"]}, f"--init-from {weights.source}")
+            if states.pop("D", None) is not None:
+                log.info("--init-from %s: its discriminators have ndf %s, this run %s; they start fresh",
+                         weights.source, stored.get("ndf"), current["ndf"])
+        else:
+            self._check_architecture(stored, f"--init-from {weights.source}")
         modules = {"G": self.G, "G_ema": self.G_ema, "D": self.discriminators}
         try:
-            for name, state in weights.states.items():
+            for name, state in states.items():
                 modules[name].load_state_dict(state)
         except RuntimeError as exc:
             raise CheckpointError(f"--init-from {weights.source} does not fit this model: {str(exc).splitlines()[0]}") from None
