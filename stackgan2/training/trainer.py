@@ -367,16 +367,12 @@ class Trainer:
         """Load G, G_ema and (when the source has them) the discriminators of another model; the
         optimisers, step and random streams start fresh (``train.init_from``: fine-tuning). A different
         discriminator width (``model.ndf``) is allowed: the discriminators then start fresh."""
-        stored = weights.config.model.model_dump(mode="json")
-        current = self.cfg.model.model_dump(mode="json")
+        stored, ndf = weights.config.model.model_dump(mode="json"), self.cfg.model.ndf
+        self._check_architecture({**stored, "ndf": ndf}, f"--init-from {weights.source}")  # ndf shapes only D
         states = dict(weights.states)
-        if stored.get("ndf") != current["ndf"]:  # ndf shapes only the discriminators: G still fits
-            self._check_architecture({**stored, "ndf": current["ndf"]}, f"--init-from {weights.source}")
-            if states.pop("D", None) is not None:
-                log.info("--init-from %s: its discriminators have ndf %s, this run %s; they start fresh",
-                         weights.source, stored.get("ndf"), current["ndf"])
-        else:
-            self._check_architecture(stored, f"--init-from {weights.source}")
+        if stored["ndf"] != ndf and states.pop("D", None) is not None:
+            log.info("--init-from %s: its discriminators have ndf %s, this run %s; they start fresh",
+                     weights.source, stored["ndf"], ndf)
         modules = {"G": self.G, "G_ema": self.G_ema, "D": self.discriminators}
         try:
             for name, state in states.items():
