@@ -257,10 +257,10 @@ def test_on_nan_policy(tmp_path, policy):
     trainer = Trainer(cfg, tmp_path / "run")
     original = trainer._train_step
 
-    def poisoned(real, wrong, embedding):
+    def poisoned(real, wrong, embedding, text):
         if trainer.step == 5:  # the 6th step goes wrong, after the checkpoint at step 4
             raise NonFiniteLoss("non-finite D2 (32 px) loss term fake at step 6")
-        return original(real, wrong, embedding)
+        return original(real, wrong, embedding, text)
 
     trainer._train_step = poisoned
     dataset = _tiny_dataset(cfg)
