@@ -26,7 +26,8 @@ def info(
     cfg = resolve_config(preset, config, model_overrides(stage_num, base_size, ngf, ndf, z_dim))
     console.print_json(cfg.to_json())
     rows, totals = model_summary(cfg.model)
-    table = Table(title=f"StackGAN++ ({cfg.preset} preset, {cfg.model.stage_num} stages)")
+    family = {"stackgan2": "StackGAN++", "attngan": "AttnGAN"}.get(cfg.model.arch, cfg.model.arch)
+    table = Table(title=f"{family} ({cfg.preset} preset, {cfg.model.stage_num} stages)")
     for column in ("module", "parameters", "output shape"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for name, params, shape in rows:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-Preset = Annotated[str, typer.Option("--preset", help="Shipped preset: tiny, toy, birds or flowers.")]
+Preset = Annotated[str, typer.Option("--preset", help="Shipped preset: tiny, toy, birds, flowers, attngan-birds, attngan-coco or attngan-toy.")]
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="TOML file overriding the preset (sections: model, data, text, train).")
 ]
@@ -15,6 +15,8 @@ StageNum = Annotated[int | None, typer.Option("--stage-num", help="Number of bra
 BaseSize = Annotated[int | None, typer.Option("--base-size", help="Resolution of the first branch (power of two >= 8).")]
 Ngf = Annotated[int | None, typer.Option("--ngf", help="Generator width (official: 64).")]
 Ndf = Annotated[int | None, typer.Option("--ndf", help="Discriminator width (official: 64).")]
+Arch = Annotated[str | None, typer.Option(
+    "--arch", help="Model family: stackgan2 (StackGAN++) or attngan (word attention + DAMSM loss).")]
 ZDim = Annotated[int | None, typer.Option("--z-dim", help="Noise dimension (official: 100).")]
 Dataset = Annotated[str | None, typer.Option("--dataset", help="toy-birds, cub, flowers or folder.")]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Dataset root (cub, flowers, folder).")]

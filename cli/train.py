@@ -10,6 +10,7 @@ from rich.table import Table
 
 from stackgan2.cli.common import RichProgress, console, handle_errors, state
 from stackgan2.cli.options import (
+    Arch,
     BaseSize,
     CacheDir,
     ConfigFile,
@@ -31,6 +32,7 @@ Opt = typer.Option
 @handle_errors
 def train(
     stage_num: StageNum = None,
+    arch: Arch = None,
     epochs: Annotated[int | None, Opt(help="Training epochs (official birds: 600).")] = None,
     batch_size: Annotated[int | None, Opt("--batch-size", help="Images per step per process (official: 24).")] = None,
     max_steps: Annotated[int | None, Opt("--max-steps", help="Stop after this many iterations.")] = None,
@@ -68,12 +70,13 @@ def train(
     resume: Annotated[bool, Opt("--resume", help="Continue the run from its latest valid checkpoint.")] = False,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
-    """Train StackGAN++ (phase 0 pretrains the text encoder when none is given)."""
+    """Train StackGAN++ or AttnGAN (--preset attngan-*); phase 0 pretrains the text encoder when none is given."""
     from stackgan2.config import resolve_config
     from stackgan2.training import init_distributed, prepare_config, run_training, shutdown_distributed
 
     overrides = {
         **model_overrides(stage_num, base_size, ngf, ndf, z_dim),
+        "model.arch": arch,
         "data.dataset": dataset,
         "data.data_dir": data_dir,
         "data.cache_dir": cache_dir,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stackgan2.errors import ConfigError
 
-PRESETS = ("tiny", "toy", "birds", "flowers")
+PRESETS = ("tiny", "toy", "birds", "flowers", "attngan-birds", "attngan-coco", "attngan-toy")
 DATASETS = ("toy-birds", "cub", "flowers", "folder")
 
 
@@ -28,6 +28,9 @@ class _Frozen(BaseModel):
 class ModelConfig(_Frozen):
     """Generator / discriminator architecture (official birds_3stages values are the defaults)."""
 
+    arch: Literal["stackgan2", "attngan"] = Field(
+        "stackgan2", description="model family: stackgan2 (StackGAN++) or attngan (word attention + DAMSM loss)"
+    )
     stage_num: int = Field(3, ge=1, le=4, description="number of branches: 64/128/256/512 px for base 64")
     base_size: int = Field(64, ge=8, le=256, description="resolution of branch 0 (a power of two)")
     ngf: int = Field(64, ge=1, description="generator width; the first stage starts at 16*ngf channels")
@@ -36,6 +39,11 @@ class ModelConfig(_Frozen):
     c_dim: int = Field(128, ge=1, description="conditioning-augmentation code dimension")
     text_dim: int = Field(256, ge=1, description="sentence-embedding dimension (1024 for char-CNN-RNN)")
     r_num: int = Field(2, ge=0, description="residual blocks per refine stage")
+    attention_official_mask: bool = Field(
+        False, description="attngan: reproduce the official mask misalignment (GlobalAttention.py applies "
+        "mask.repeat(HW, 1), so at batch > 1 pixels use other captions' padding masks); the released "
+        "AttnGAN models were trained with it",
+    )
 
     @field_validator("base_size")
     @classmethod
@@ -46,6 +54,8 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _channels_divide(self) -> ModelConfig:
+        if self.arch == "attngan":  # AttnGAN keeps ngf channels in every stage
+            return self
         # Each refine stage halves the generator width: ngf, ngf/2, ngf/4, ngf/8 (official schedule).
         divisor = 2 ** (self.stage_num - 1)
         if self.ngf % divisor:
@@ -55,6 +65,12 @@ class ModelConfig(_Frozen):
     @property
     def resolutions(self) -> list[int]:
         return [self.base_size * 2**i for i in range(self.stage_num)]
+
+    @property
+    def condition_dim(self) -> int:
+        """What the discriminators are conditioned on: the CA mean (StackGAN++, c_dim) or the sentence
+        embedding itself (AttnGAN D_GET_LOGITS, text_dim)."""
+        return self.text_dim if self.arch == "attngan" else self.c_dim
 
 
 class DataConfig(_Frozen):
@@ -161,6 +177,12 @@ class ExperimentConfig(_Frozen):
             )
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
+        if self.model.arch == "attngan" and self.train.batch_size < 2:
+            raise ValueError("model.arch attngan needs train.batch_size >= 2 (its mismatched pairs are image k "
+                             "with sentence k + 1 of the same batch)")
+        if self.model.arch == "attngan" and self.train.embeddings != "damsm":
+            raise ValueError("model.arch attngan attends to the words of our own text encoder: train.embeddings "
+                             f"must be damsm, got {self.train.embeddings}")
         return self
 
     def to_json(self) -> str:

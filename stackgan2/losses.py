@@ -48,6 +48,28 @@ def discriminator_loss(real: Logits, wrong: Logits, fake: Logits, uncond_coef: f
     return total, terms
 
 
+def attngan_discriminator_loss(
+    real: Logits, fake: Logits, wrong_cond: Tensor, uncond_coef: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One stage's D loss as AttnGAN computes it (taoxugit/AttnGAN ``miscc/losses.py: discriminator_loss``).
+
+    The mismatched pairs are the real images 0..B-2 with the sentences 1..B-1 (conditional head only).
+    With u = uncond_coef > 0 (official: both heads, u = 1):
+        (BCE(real_c, 1) + u BCE(real_u, 1)) / 2 + (BCE(fake_c, 0) + u BCE(fake_u, 0) + BCE(wrong_c, 0)) / 3
+    with u = 0: BCE(real_c, 1) + (BCE(fake_c, 0) + BCE(wrong_c, 0)) / 2.
+    Returns the total and its real / wrong / fake terms (detached) for logging.
+    """
+    real_term, fake_term, wrong_term = bce(real[0], 1.0), bce(fake[0], 0.0), bce(wrong_cond, 0.0)
+    if uncond_coef > 0:
+        real_term = real_term + uncond_coef * bce(real[1], 1.0)
+        fake_term = fake_term + uncond_coef * bce(fake[1], 0.0)
+        total = real_term / 2 + (fake_term + wrong_term) / 3
+    else:
+        total = real_term + (fake_term + wrong_term) / 2
+    terms = {"real": real_term.detach(), "wrong": wrong_term.detach(), "fake": fake_term.detach()}
+    return total, terms
+
+
 def generator_adversarial_loss(fake: Logits, uncond_coef: float) -> tuple[Tensor, dict[str, Tensor]]:
     """One stage's G adversarial loss: BCE(cond, 1) + u BCE(uncond, 1) (official ``train_Gnet``)."""
     cond = bce(fake[0], 1.0)

@@ -254,9 +254,18 @@ class StageDiscriminator(nn.Module):
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"images: expected (B, 3, {self.resolution}, {self.resolution}), got {tuple(images.shape)}"
         )
-        assert condition.shape == (batch, self.c_dim), f"condition: expected ({batch}, {self.c_dim})"
         assert batch % groups == 0, f"a batch of {batch} does not split into {groups} equal groups"
-        code = _grouped(self.encoder, images, groups)
+        return self.logits(self.encode(images, groups), condition, groups)
+
+    def encode(self, images: Tensor, groups: int = 1) -> Tensor:
+        """The 4x4 image code (official ``netD(imgs)`` features)."""
+        return _grouped(self.encoder, images, groups)
+
+    def logits(self, code: Tensor, condition: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
+        """Conditional and unconditional logits of an image code (official COND_DNET / UNCOND_DNET).
+        AttnGAN scores its mismatched pairs as ``logits(code[:-1], condition[1:])``."""
+        batch = code.shape[0]
+        assert condition.shape == (batch, self.c_dim), f"condition: expected ({batch}, {self.c_dim})"
         joint = _grouped(self.joint, torch.cat([condition[:, :, None, None].expand(-1, -1, 4, 4), code], dim=1), groups)
         return self.cond_logits(joint).view(-1), self.uncond_logits(code).view(-1)
 
@@ -275,9 +284,18 @@ def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
     return module(x)
 
 
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator of ``cfg.arch``: ``Generator`` (StackGAN++) or ``AttnGANGenerator``."""
+    if cfg.arch == "attngan":
+        from stackgan2.attention import AttnGANGenerator  # it builds on this module's blocks
+
+        return AttnGANGenerator(cfg)
+    return Generator(cfg)
+
+
 def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:
-    """One StageDiscriminator per generator branch."""
-    return nn.ModuleList(StageDiscriminator(res, cfg.ndf, cfg.c_dim) for res in cfg.resolutions)
+    """One StageDiscriminator per generator branch, conditioned on ``cfg.condition_dim`` features."""
+    return nn.ModuleList(StageDiscriminator(res, cfg.ndf, cfg.condition_dim) for res in cfg.resolutions)
 
 
 @torch.no_grad()

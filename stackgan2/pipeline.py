@@ -43,8 +43,8 @@ from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
-from stackgan2.networks import Generator
-from stackgan2.text import PromptEncoder
+from stackgan2.networks import build_generator
+from stackgan2.text import PromptEncoder, tokenize
 
 if TYPE_CHECKING:
     from stackgan2.training.checkpoint import Checkpoint
@@ -152,6 +152,10 @@ class PipelineOutput:
     resolutions: list[int]
     unknown: list[list[str]]            # per input prompt, the words the text encoder does not know
     truncated: list[bool]               # per input prompt, whether words beyond text.max_words were dropped
+    # AttnGAN models: attention[s][n] is image n's (T, H, W) word attention at refine stage s (float32, CPU;
+    # one map per word of words[n], padding removed, unknown words all zero); None for StackGAN++.
+    attention: list[list[torch.Tensor]] | None = None
+    words: list[list[str]] | None = None   # the words of image n's prompt that the maps belong to
 
     @property
     def images(self) -> list[Image.Image]:
@@ -204,7 +208,7 @@ class Text2ImagePipeline:
     ``pipe(["a small red bird"], seed=0).images`` -> PIL images of the final branch.
     """
 
-    def __init__(self, generator: Generator, text_encoder: PromptEncoder, config: ExperimentConfig) -> None:
+    def __init__(self, generator: torch.nn.Module, text_encoder: PromptEncoder, config: ExperimentConfig) -> None:
         if text_encoder.dim != config.model.text_dim:
             raise ValueError(f"text encoder gives {text_encoder.dim}-d embeddings, model.text_dim is {config.model.text_dim}")
         self.generator = generator.eval().requires_grad_(False)
@@ -331,9 +335,13 @@ class Text2ImagePipeline:
         n = num_images_per_prompt
         z, eps = self._noise(range(seed, seed + n))
         z = _truncate(z, truncation)
-        branches = self._generate(
-            encoded.embeddings.repeat_interleave(n, dim=0), z.repeat(len(prompts), 1), eps.repeat(len(prompts), 1), batch_size
+        rows = torch.arange(len(prompts)).repeat_interleave(n)
+        words = encoded.attention_inputs(rows.to(encoded.words.device)) if self.attends_to_words else None
+        branches, attention = self._generate(
+            encoded.embeddings[rows.to(encoded.embeddings.device)], z.repeat(len(prompts), 1),
+            eps.repeat(len(prompts), 1), batch_size, words,
         )
+        tokens = [self._prompt_words(p) for p in prompts for _ in range(n)] if attention is not None else None
         return PipelineOutput(
             branches,
             [p for p in prompts for _ in range(n)],
@@ -342,7 +350,18 @@ class Text2ImagePipeline:
             self.config.model.resolutions,
             encoded.unknown,
             encoded.truncated,
+            _trim_maps(attention, tokens),
+            tokens,
         )
+
+    @property
+    def attends_to_words(self) -> bool:
+        """Whether the generator is AttnGAN's (it takes word features and returns attention maps)."""
+        return self.config.model.arch == "attngan"
+
+    def _prompt_words(self, prompt: str) -> list[str]:
+        """The words of ``prompt`` the text encoder reads (the first ``text.max_words`` tokens)."""
+        return tokenize(prompt)[: self.text_encoder.config.max_words]
 
     @torch.inference_mode()
     def interpolate(
@@ -363,6 +382,9 @@ class Text2ImagePipeline:
         uses z of ``seed + 1`` and eps of ``seed``.
         """
         _check_range("steps", steps, 2, MAX_INTERPOLATION_STEPS)
+        if self.attends_to_words:
+            raise UsageError("interpolation blends sentence embeddings; an AttnGAN model also attends to the words "
+                             "of one sentence, which do not blend: generate each prompt instead")
         seed = _resolve_seed(seed)
         if device is not None:
             self.to(device)
@@ -371,7 +393,7 @@ class Text2ImagePipeline:
         embeddings = torch.lerp(encoded.embeddings[:1].cpu(), encoded.embeddings[1:].cpu(), t[:, None])
         z, eps = self._noise([seed, seed + 1])
         z = slerp(z[0], z[1], t) if interpolate_noise else z[:1].expand(steps, -1)
-        branches = self._generate(embeddings, _truncate(z, truncation), eps[:1].expand(steps, -1), steps)
+        branches, _ = self._generate(embeddings, _truncate(z, truncation), eps[:1].expand(steps, -1), steps)
         captions = [start, *(f"t = {float(x):.2f}" for x in t[1:-1]), end]
         return PipelineOutput(
             branches, captions, list(range(steps)), seed, self.config.model.resolutions, encoded.unknown, encoded.truncated
@@ -388,19 +410,37 @@ class Text2ImagePipeline:
         return z, eps
 
     def _generate(
-        self, embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, batch_size: int
-    ) -> list[list[Image.Image]]:
-        """Run G_ema in batches; returns PIL images per branch."""
+        self, embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, batch_size: int,
+        words: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[list[list[Image.Image]], list[list[torch.Tensor]] | None]:
+        """Run G_ema in batches; returns PIL images per branch and, given ``words`` (AttnGAN's word
+        features and mask, one row per image), the attention maps per refine stage and image."""
         _check_range("batch_size", batch_size, 1, 4096)
         branches: list[list[Image.Image]] = [[] for _ in self.config.model.resolutions]
+        attention: list[list[torch.Tensor]] | None = None
         for start in range(0, z.shape[0], batch_size):
             part = slice(start, start + batch_size)
-            images, _, _ = self.generator(
-                z[part].to(self.device), embeddings[part].to(self.device), eps[part].to(self.device)
-            )
+            inputs = (z[part].to(self.device), embeddings[part].to(self.device), eps[part].to(self.device))
+            if words is None:
+                images, _, _ = self.generator(*inputs)
+            else:
+                images, _, _, maps = self.generator(*inputs, **{k: v[part] for k, v in words.items()},
+                                                    return_attention=True)
+                attention = attention or [[] for _ in maps]
+                for out, stage in zip(attention, maps, strict=True):
+                    out.extend(stage.float().cpu())
             for out, image in zip(branches, images, strict=True):
                 out.extend(to_pil(image))
-        return branches
+        return branches, attention
+
+
+def _trim_maps(
+    attention: list[list[torch.Tensor]] | None, tokens: list[list[str]] | None
+) -> list[list[torch.Tensor]] | None:
+    """Each image's maps without the padding slots of its batch (one map per word of its prompt)."""
+    if attention is None or tokens is None:
+        return None
+    return [[maps[: len(words)] for maps, words in zip(stage, tokens, strict=True)] for stage in attention]
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
@@ -466,10 +506,11 @@ def _read_pipeline_config(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> Generator:
-    """A float32 ``Generator`` holding ``state``; built on the meta device (no wasted initialisation)."""
+def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
+    """A float32 generator of the config's family holding ``state``; built on the meta device (no wasted
+    initialisation)."""
     with torch.device("meta"):
-        generator = Generator(config.model)
+        generator = build_generator(config.model)
     try:
         generator.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:

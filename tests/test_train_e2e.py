@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -80,10 +81,13 @@ def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
 
 
 # NHWC too: loaded Adam moments must be re-laid to the parameters' strides for the fused kernel.
-@pytest.mark.parametrize("layout", ["--no-channels-last", "--channels-last"])
-def test_resume_is_bit_identical(runner, tmp_path, text_encoder, layout):
+@pytest.mark.parametrize(
+    ("layout", "arch"),
+    [("--no-channels-last", "stackgan2"), ("--channels-last", "stackgan2"), ("--no-channels-last", "attngan")],
+)
+def test_resume_is_bit_identical(runner, tmp_path, text_encoder, layout, arch):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = ["--text-encoder", str(text_encoder), "--epochs", "2", layout]
+    common = ["--text-encoder", str(text_encoder), "--epochs", "2", layout, "--arch", arch]
     assert _train(runner, "--run-dir", str(straight), *common).exit_code == 0
     assert _train(runner, "--run-dir", str(split), *common, "--max-steps", "5").exit_code == 0  # stops mid-epoch
     result = _train(runner, "--run-dir", str(split), *common, "--resume")
@@ -244,6 +248,31 @@ def test_init_from_run_pipeline_and_checkpoint(runner, tmp_path, text_encoder):
     assert config["train"]["init_from"] == str(tmp_path / "pipe")
     assert config["train"]["text_encoder"] == str(tmp_path / "pipe" / "text_encoder")
     assert (run / "checkpoints" / "step-00000001.safetensors").is_file()
+
+
+def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_encoder):
+    """The AttnGAN family through the same loop and run directory: DAMSM terms in stats.jsonl, a
+    checkpoint, export, generation with attention maps from the pipeline, --init-from."""
+    from stackgan2.pipeline import Text2ImagePipeline
+
+    run = tmp_path / "attn"
+    result = _train(runner, "--run-dir", str(run), "--arch", "attngan", "--damsm-coef", "5", "--max-steps", "3",
+                    "--text-encoder", str(text_encoder))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(r["DAMSM/word"] > 0 and r["DAMSM/sentence"] > 0 and "D2/wrong" in r for r in records)
+    assert runner.invoke(app, ["--quiet", "export", str(run), str(tmp_path / "pipe")]).exit_code == 0
+    pipe = Text2ImagePipeline.from_pretrained(tmp_path / "pipe")
+    out = pipe(["a red bird with blue wings", "a bird"], num_images_per_prompt=2, seed=3)
+    assert [len(b) for b in out.branches] == [4, 4, 4] and out.words[0] == ["a", "red", "bird", "with", "blue", "wings"]
+    assert [m.shape for m in out.attention[0][:3:2]] == [(6, 8, 8), (2, 8, 8)]  # padding slots trimmed
+    assert torch.allclose(out.attention[1][2].sum(dim=0), torch.ones(16, 16), atol=1e-5)
+    same = pipe(["a red bird with blue wings"], seed=3)  # batching does not change an image
+    assert np.array_equal(np.asarray(same.images[0]), np.asarray(out.images[0]))
+    finetune = tmp_path / "finetune"
+    result = _train(runner, "--run-dir", str(finetune), "--arch", "attngan", "--max-steps", "1",
+                    "--init-from", str(tmp_path / "pipe"))
+    assert result.exit_code == 0, result.output
 
 
 def test_init_from_with_another_discriminator_width_keeps_g_and_starts_d_fresh(runner, tmp_path, text_encoder):

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from stackgan2.errors import UsageError
 from stackgan2.text.prompt import PromptEncoder, pad_batch
-from stackgan2.text.vocab import PAD_ID, UNK_ID
+from stackgan2.text.vocab import attention_mask
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ class CaptionFeatures:
         """The features of some of the captions (e.g. one shard or a repeated batch)."""
         return CaptionFeatures(self.words[rows], self.sentence[rows], self.lengths[rows], self.mask[rows],
                                self.class_ids[rows])
-
-
-def attention_mask(ids: Tensor) -> Tensor:
-    """(B, T) True at padding and ``<unk>`` ids: neither is a word a pixel may attend to."""
-    return (ids == PAD_ID) | (ids == UNK_ID)
 
 
 class FrozenDAMSM:

@@ -28,7 +28,7 @@ from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.io import atomic_directory, read_format_json
 from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
-from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
+from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary, attention_mask
 
 # Longer input is not a caption (AttnGAN uses the first 18 words); up to this length it is truncated
 # with a warning, beyond it refused before any work is done.
@@ -73,6 +73,13 @@ class EncodedPrompts:
     embeddings: torch.Tensor        # (B, dim) float32
     unknown: list[list[str]]        # per prompt, the words mapped to <unk>
     truncated: list[bool]           # per prompt, whether words beyond text.max_words were dropped
+    words: torch.Tensor | None = None   # (B, D, T) float32 word features (what AttnGAN attends to)
+    mask: torch.Tensor | None = None    # (B, T) True at padding and unknown words: they get no attention
+
+    def attention_inputs(self, rows: slice | torch.Tensor = slice(None)) -> dict[str, torch.Tensor]:
+        """``words`` and ``mask`` of some prompts, as AttnGAN's generator takes them."""
+        assert self.words is not None and self.mask is not None
+        return {"words": self.words[rows], "mask": self.mask[rows]}
 
 
 class PromptEncoder:
@@ -151,8 +158,10 @@ class PromptEncoder:
         self.to(device)
         ids, lengths = pad_batch([item.ids for item in encoded], device)
         with torch.no_grad():
-            embeddings = self.embed(ids, lengths).float()
-        return EncodedPrompts(embeddings, [item.unknown for item in encoded], [item.truncated for item in encoded])
+            words, sentence = self.text_encoder(ids, lengths)
+            embeddings = (self.head(sentence) if self.head is not None else sentence).float()
+        return EncodedPrompts(embeddings, [item.unknown for item in encoded], [item.truncated for item in encoded],
+                              words.float(), attention_mask(ids))
 
     def _warn_truncated(self, prompts: Sequence[str], encoded: Sequence[Any]) -> None:
         """One warning per call: the prompt itself, or for a batch (evaluation captions) a count."""

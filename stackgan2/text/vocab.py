@@ -19,8 +19,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stackgan2.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 PAD, UNK = "<pad>", "<unk>"
 SPECIALS = (PAD, UNK)
@@ -36,6 +40,11 @@ def tokenize(text: str) -> list[str]:
     """Lower-cased words of ``text``; punctuation splits words and is dropped, other symbols are kept."""
     normalised = unicodedata.normalize("NFKC", text).lower()
     return [tok for tok in _TOKEN.findall(normalised) if not unicodedata.category(tok[0]).startswith("P")]
+
+
+def attention_mask(ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) True at ``<pad>`` and ``<unk>`` ids: neither is a word that AttnGAN's pixels may attend to."""
+    return (ids == PAD_ID) | (ids == UNK_ID)
 
 
 @dataclass(frozen=True)

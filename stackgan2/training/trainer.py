@@ -10,6 +10,12 @@ update. Losses come from ``stackgan2.losses``; the loop reports through ``progre
 pretrained DAMSM encoders (``attach_text_encoder``), which also turn each batch's captions into word
 features.
 
+``model.arch = "attngan"`` runs AttnGAN's step (taoxugit/AttnGAN ``trainer.py``, ``miscc/losses.py``) in
+the same loop: G attends to the word features; every discriminator is conditioned on the sentence
+embedding (not the CA mean) and scores real, fake and the mismatched pairs (real image k with sentence
+k + 1, from the real images' code) with ``attngan_discriminator_loss``; the G loss is the same
+adversarial sum plus KL and the DAMSM term.
+
 Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
 randomness from (seed, epoch, index), (b) the epoch's permutation, derived from (seed, epoch), and
 (c) the trainer's own noise generator, whose state is checkpointed. Resuming at (epoch, batch) thus
@@ -39,13 +45,14 @@ from stackgan2.config import ExperimentConfig, TrainConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
 from stackgan2.losses import (
+    attngan_discriminator_loss,
     color_consistency_loss,
     damsm_loss,
     discriminator_loss,
     generator_adversarial_loss,
     kl_loss,
 )
-from stackgan2.networks import Generator, build_discriminators, init_weights
+from stackgan2.networks import build_discriminators, build_generator, init_weights
 from stackgan2.progress import ProgressFn, report
 from stackgan2.text.features import CaptionFeatures, FrozenDAMSM
 from stackgan2.training.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
@@ -150,7 +157,7 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)
         m, t = cfg.model, cfg.train
-        self.G = Generator(m).split_condition(t.split_condition_conv).to(self.device)
+        self.G = build_generator(m).split_condition(t.split_condition_conv).to(self.device)
         self.discriminators = build_discriminators(m).to(self.device)
         init_weights(self.G)
         init_weights(self.discriminators)
@@ -181,11 +188,20 @@ class Trainer:
         self._stop_signal: int | None = None
         self.per_epoch = 1
         self.damsm: FrozenDAMSM | None = None
+        self.one_class = False  # the dataset has one class: each image is its own class for the DAMSM loss
 
     @property
     def needs_caption_features(self) -> bool:
         """Whether every step needs the DAMSM features of its captions (``attach_text_encoder``)."""
-        return self.cfg.train.damsm_coef > 0
+        return self.cfg.train.damsm_coef > 0 or self.attngan
+
+    @property
+    def attngan(self) -> bool:
+        return self.cfg.model.arch == "attngan"
+
+    def _generator_inputs(self, text: CaptionFeatures | None) -> dict[str, Tensor]:
+        """The extra inputs of the family's generator: AttnGAN's word features and attention mask."""
+        return {"words": text.words, "mask": text.mask} if self.attngan and text is not None else {}
 
     def attach_text_encoder(self, encoder: Any) -> None:
         """The pretrained ``PromptEncoder`` whose frozen encoders give word features and the DAMSM loss."""
@@ -263,27 +279,23 @@ class Trainer:
                     text: CaptionFeatures | None) -> dict[str, Tensor]:
         t = self.cfg.train
         if self.needs_caption_features and (text is None or self.damsm is None):
-            raise TrainingError("train.damsm_coef > 0: the step needs the captions' DAMSM features and "
-                                "the attached text encoder (Trainer.attach_text_encoder)")
+            raise TrainingError("train.damsm_coef > 0 or model.arch attngan: the step needs the captions' DAMSM "
+                                "features and the attached text encoder (Trainer.attach_text_encoder)")
         batch = embedding.shape[0]
         z = torch.randn(batch, self.cfg.model.z_dim, device=self.device, generator=self.noise)
         eps = torch.randn(batch, self.cfg.model.c_dim, device=self.device, generator=self.noise)
         with self._autocast():
-            fakes, mu, logvar = self.G_forward(z, embedding, eps)
+            fakes, mu, logvar = self.G_forward(z, embedding, eps, **self._generator_inputs(text))
         stats: dict[str, Tensor] = {}
 
-        condition = mu.detach()
+        condition = embedding if self.attngan else mu.detach()
         for i, (D, opt, scaler) in enumerate(zip(self.D_forwards, self.opts_D, self.scalers, strict=False)):
             opt.zero_grad(set_to_none=True)
             with self._autocast():
-                if t.stacked_d_passes:
-                    stacked = D(torch.cat([real[i], wrong[i], fakes[i].detach()]), condition.repeat(3, 1), groups=3)
-                    real_out, wrong_out, fake_out = zip(*(logits.chunk(3) for logits in stacked), strict=True)
+                if self.attngan:
+                    loss, terms = self._attngan_d_loss(self.discriminators[i], real[i], fakes[i].detach(), condition)
                 else:
-                    real_out = D(real[i], condition)
-                    wrong_out = D(wrong[i], condition)
-                    fake_out = D(fakes[i].detach(), condition)
-                loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
+                    loss, terms = self._stackgan_d_loss(D, real[i], wrong[i], fakes[i].detach(), condition)
             D_params = list(self.discriminators[i].parameters())
             self._update(loss, opt, scaler, D_params, f"D{i} ({self.discriminators[i].resolution} px)", terms)
             stats.update({f"D{i}/{k}": v for k, v in terms.items()})
@@ -295,7 +307,8 @@ class Trainer:
             with self._autocast():
                 adversarial = mu.new_zeros(())
                 for i, D in enumerate(self.D_forwards):
-                    loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef)
+                    loss, terms = generator_adversarial_loss(D(fakes[i], embedding if self.attngan else mu),
+                                                             t.uncond_coef)
                     adversarial = adversarial + loss
                     stats.update({f"G{i}/{k}": v for k, v in terms.items()})
                 kl = kl_loss(mu.float(), logvar.float())
@@ -314,6 +327,24 @@ class Trainer:
             self.discriminators.requires_grad_(True)
         self._update_ema()
         return stats
+
+    def _stackgan_d_loss(self, D: Any, real: Tensor, wrong: Tensor, fake: Tensor,
+                         condition: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """StackGAN-v2 ``train_Dnet``: real, wrong and fake images in three passes (or one stacked pass)."""
+        if self.cfg.train.stacked_d_passes:
+            stacked = D(torch.cat([real, wrong, fake]), condition.repeat(3, 1), groups=3)
+            real_out, wrong_out, fake_out = zip(*(logits.chunk(3) for logits in stacked), strict=True)
+        else:
+            real_out, wrong_out, fake_out = D(real, condition), D(wrong, condition), D(fake, condition)
+        return discriminator_loss(real_out, wrong_out, fake_out, self.cfg.train.uncond_coef)
+
+    def _attngan_d_loss(self, D: Any, real: Tensor, fake: Tensor, sentence: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """AttnGAN ``discriminator_loss``: one encoder pass per real and fake batch; the mismatched
+        pairs reuse the real code (image k with sentence k + 1)."""
+        real_code, fake_code = D.encode(real), D.encode(fake)
+        real_out, fake_out = D.logits(real_code, sentence), D.logits(fake_code, sentence)
+        wrong_cond = D.logits(real_code[:-1], sentence[1:])[0]
+        return attngan_discriminator_loss(real_out, fake_out, wrong_cond, self.cfg.train.uncond_coef)
 
     def _damsm_loss(self, images: Tensor, text: CaptionFeatures) -> tuple[Tensor, dict[str, Tensor]]:
         """The DAMSM generator term (unweighted) of the last branch's images, in float32 (official
@@ -480,7 +511,9 @@ class Trainer:
         embedding = batch["embedding"].to(self.device, non_blocking=True).float()
         text = None
         if self.needs_caption_features and self.damsm is not None:
-            text = self.damsm.captions(batch["caption"], batch["class_id"])
+            # Without classes (a folder, COCO) AttnGAN uses one class per image, so every other image
+            # in the batch is a negative; one shared class would mask them all.
+            text = self.damsm.captions(batch["caption"], batch["index" if self.one_class else "class_id"])
         return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], embedding, text
 
     def epoch_length(self, dataset_size: int) -> int:
@@ -505,6 +538,7 @@ class Trainer:
         (``run_training`` passes the run's latest valid checkpoint)."""
         t = self.cfg.train
         per_epoch = self.per_epoch = self.epoch_length(len(dataset))
+        self.one_class = getattr(dataset, "num_classes", 2) < 2
         total_steps = min(t.max_steps or per_epoch * t.epochs, per_epoch * t.epochs)
         if resume_from is not None:
             self.load_state(resume_from)
@@ -606,7 +640,10 @@ class Trainer:
         count = embeddings.shape[0]
         z = torch.randn(count, self.cfg.model.z_dim, device=self.device, generator=generator)
         eps = torch.zeros(count, self.cfg.model.c_dim, device=self.device)
-        images, _, _ = self.G_ema(z, embeddings.to(self.device).float(), eps)
+        text = None
+        if self.attngan:
+            text = self.damsm.captions(captions, torch.zeros(count, dtype=torch.long))
+        images, _, _ = self.G_ema(z, embeddings.to(self.device).float(), eps, **self._generator_inputs(text))
         path = self.run.sample_grid(epoch)
         branch_strip_grid([im.float().cpu() for im in images], path)
         return path
