@@ -48,26 +48,22 @@ def discriminator_loss(real: Logits, wrong: Logits, fake: Logits, uncond_coef: f
     return total, terms
 
 
-def attngan_discriminator_loss(
-    real: Logits, fake: Logits, wrong_cond: Tensor, uncond_coef: float
+def stackgan1_discriminator_loss(
+    real_c: Tensor, wrong_c: Tensor, fake_c: Tensor, real_u: Tensor | None = None, fake_u: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One stage's D loss as AttnGAN computes it (taoxugit/AttnGAN ``miscc/losses.py: discriminator_loss``).
+    """StackGAN v1's D loss (PT ``miscc/utils.py`` ``compute_discriminator_loss``) on conditional logits
+    of real, wrong and fake pairs and, with an unconditional head, its logits of real and fake images.
 
-    The mismatched pairs are the real images 0..B-2 with the sentences 1..B-1 (conditional head only).
-    With u = uncond_coef > 0 (official: both heads, u = 1):
-        (BCE(real_c, 1) + u BCE(real_u, 1)) / 2 + (BCE(fake_c, 0) + u BCE(fake_u, 0) + BCE(wrong_c, 0)) / 3
-    with u = 0: BCE(real_c, 1) + (BCE(fake_c, 0) + BCE(wrong_c, 0)) / 2.
-    Returns the total and its real / wrong / fake terms (detached) for logging.
+    Without (Stage I): real + (fake + wrong) / 2. With (Stage II):
+    (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3. Returns the total and its terms (detached).
     """
-    real_term, fake_term, wrong_term = bce(real[0], 1.0), bce(fake[0], 0.0), bce(wrong_cond, 0.0)
-    if uncond_coef > 0:
-        real_term = real_term + uncond_coef * bce(real[1], 1.0)
-        fake_term = fake_term + uncond_coef * bce(fake[1], 0.0)
-        total = real_term / 2 + (fake_term + wrong_term) / 3
-    else:
-        total = real_term + (fake_term + wrong_term) / 2
-    terms = {"real": real_term.detach(), "wrong": wrong_term.detach(), "fake": fake_term.detach()}
-    return total, terms
+    real, wrong, fake = bce(real_c, 1.0), bce(wrong_c, 0.0), bce(fake_c, 0.0)
+    terms = {"real": real.detach(), "wrong": wrong.detach(), "fake": fake.detach()}
+    if real_u is None or fake_u is None:
+        return real + 0.5 * (fake + wrong), terms
+    uncond_real, uncond_fake = bce(real_u, 1.0), bce(fake_u, 0.0)
+    terms.update({"uncond_real": uncond_real.detach(), "uncond_fake": uncond_fake.detach()})
+    return (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3, terms
 
 
 def generator_adversarial_loss(fake: Logits, uncond_coef: float) -> tuple[Tensor, dict[str, Tensor]]:

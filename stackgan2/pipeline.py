@@ -288,7 +288,7 @@ class Text2ImagePipeline:
         config = self.config.model_copy(
             update={
                 "data": self.config.data.model_copy(update={"data_dir": None, "cache_dir": None}),
-                "train": self.config.train.model_copy(update={"text_encoder": None}),
+                "train": self.config.train.model_copy(update={"text_encoder": None, "stage1": None}),
             }
         )
 
@@ -400,8 +400,9 @@ class Text2ImagePipeline:
         )
 
     def _noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (N, z_dim) and CA eps (N, c_dim), row i from a CPU generator seeded ``seeds[i]``."""
-        z_dim, c_dim = self.config.model.z_dim, self.config.model.c_dim
+        """z (N, z_dim) and CA eps (N, eps_dim), row i from a CPU generator seeded ``seeds[i]`` (StackGAN v1
+        Stage II: the eps of both CA networks, Stage I's first)."""
+        z_dim, c_dim = self.config.model.z_dim, self.config.model.eps_dim
         z, eps = torch.empty(len(seeds), z_dim), torch.empty(len(seeds), c_dim)
         for row, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(seed)
@@ -507,7 +508,7 @@ def _read_pipeline_config(path: Path) -> dict[str, Any]:
 
 
 def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
-    """A float32 generator of the config's family holding ``state``; built on the meta device (no wasted
+    """A float32 generator of ``config``'s family holding ``state``; built on the meta device (no wasted
     initialisation)."""
     with torch.device("meta"):
         generator = build_generator(config.model)

@@ -10,7 +10,7 @@ from torch import nn
 
 from stackgan2.attention import AttnGANGenerator, WordAttention
 from stackgan2.config import resolve_config
-from stackgan2.losses import attngan_discriminator_loss, generator_adversarial_loss
+from stackgan2.losses import generator_adversarial_loss, stackgan1_discriminator_loss
 from stackgan2.networks import build_discriminators, build_generator, count_parameters
 from stackgan2.text import TextEncoder
 
@@ -123,16 +123,16 @@ def _official_bce(logits, target):
 
 
 def test_discriminator_loss_weights_match_official_on_fixed_logits():
+    """AttnGAN's discriminator_loss has StackGAN v1 Stage II's weights; the trainer uses that one function."""
     real = (torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1.5, 0.1, -0.4]))
     fake = (torch.tensor([-0.7, 0.9, 0.2]), torch.tensor([0.4, -2.0, 1.1]))
     wrong = torch.tensor([0.8, -0.3])
-    total, terms = attngan_discriminator_loss(real, fake, wrong, uncond_coef=1.0)
+    total, terms = stackgan1_discriminator_loss(real[0], wrong, fake[0], real[1], fake[1])
     b = _official_bce
+    # errD = ((real_errD + cond_real_errD) / 2. + (fake_errD + cond_fake_errD + cond_wrong_errD) / 3.)
     expected = (b(real[1], 1) + b(real[0], 1)) / 2 + (b(fake[1], 0) + b(fake[0], 0) + b(wrong, 0)) / 3
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert terms["wrong"].item() == pytest.approx(b(wrong, 0).item(), rel=1e-5)
-    no_uncond, _ = attngan_discriminator_loss(real, fake, wrong, uncond_coef=0.0)
-    assert no_uncond.item() == pytest.approx((b(real[0], 1) + (b(fake[0], 0) + b(wrong, 0)) / 2).item(), rel=1e-5)
     # G: BCE(cond, 1) + BCE(uncond, 1), summed over stages by the trainer (official generator_loss)
     g_total, _ = generator_adversarial_loss(fake, 1.0)
     assert g_total.item() == pytest.approx((b(fake[0], 1) + b(fake[1], 1)).item(), rel=1e-5)

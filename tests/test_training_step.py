@@ -76,8 +76,8 @@ def test_attngan_discriminators_see_the_sentence_and_shifted_mismatched_pairs(cf
     real, wrong, sentence, text = _step_inputs(trainer, cfg)
     calls = []
     for i, D in enumerate(trainer.discriminators):
-        original = D.logits
-        D.logits = lambda code, condition, groups=1, i=i, original=original: (
+        original = D.cond_head
+        D.cond_head = lambda code, condition, groups=1, i=i, original=original: (
             calls.append((i, code.shape[0], condition.clone())) or original(code, condition, groups))
     z_seen = []
     original_g = trainer.G_forward
@@ -85,10 +85,10 @@ def test_attngan_discriminators_see_the_sentence_and_shifted_mismatched_pairs(cf
     trainer.train_step(real, wrong, sentence, text)
     assert torch.equal(z_seen[0]["words"], text.words) and torch.equal(z_seen[0]["mask"], text.mask)
     for i in range(3):
-        d_step = [c for c in calls if c[0] == i][:3]  # real, fake, wrong; then the G step's fake
-        assert [n for _, n, _ in d_step] == [4, 4, 3]
-        assert torch.equal(d_step[0][2], sentence) and torch.equal(d_step[1][2], sentence)  # not the CA mean
-        assert torch.equal(d_step[2][2], sentence[1:])  # real image k with sentence k + 1
+        d_step = [c for c in calls if c[0] == i][:3]  # real, wrong, fake; then the G step's fake
+        assert [n for _, n, _ in d_step] == [4, 3, 4]
+        assert torch.equal(d_step[0][2], sentence) and torch.equal(d_step[2][2], sentence)  # not the CA mean
+        assert torch.equal(d_step[1][2], sentence[1:])  # real image k with sentence k + 1
         g_step = [c for c in calls if c[0] == i][3]
         assert torch.equal(g_step[2], sentence)
 
