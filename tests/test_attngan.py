@@ -143,6 +143,6 @@ def test_info_lists_the_attention_modules(runner):
 
     result = runner.invoke(app, ["info", "--preset", "attngan-birds"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "AttnGAN (attngan-birds preset" in result.output
+    assert "AttnGAN, 3 stages (attngan-birds preset)" in result.output
     assert result.output.count("(WordAttention)") == 2 and "AttentionRefineStage" in result.output
     assert "7,084,592" in result.output and "71,858,946" in result.output
