@@ -73,6 +73,8 @@ def sample(
     all_stages: AllStages = False,
     grid: Annotated[bool, Opt("--grid", help="Write one captioned contact sheet instead of one file per image.")] = False,
     truncation: Truncation = None,
+    attention: Annotated[bool, Opt("--attention", help="AttnGAN models: also write, per refine stage, the image "
+                                   "and one attention overlay per word of the prompt.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Turn sentences into images; prints the paths of the PNGs it writes."""
@@ -81,9 +83,18 @@ def sample(
     texts = _read_prompts(prompts, prompts_file)
     check_output_dir(out)
     pipe = _load(model, device)
+    if attention and not pipe.attends_to_words:
+        from stackgan2.errors import UsageError
+
+        raise UsageError(f"--attention needs an AttnGAN model (model.arch attngan); {model or 'the shipped model'} "
+                         f"is {pipe.config.model.arch}")
+    if attention and grid:
+        from stackgan2.errors import UsageError
+
+        raise UsageError("--attention writes one strip per image and stage; it cannot be combined with --grid")
     output = pipe(texts, num_images_per_prompt=num_images, seed=seed, truncation=truncation)
     _warn_unknown(texts, output)
-    for path in output.save(out, all_stages=all_stages, grid=grid):
+    for path in output.save(out, all_stages=all_stages, grid=grid, attention=attention):
         console.print(str(path), highlight=False, soft_wrap=True)
     err_console.print(f"[dim]seed {output.seed}[/]", markup=True, highlight=False)
 

@@ -125,6 +125,18 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str], column
     return sheet
 
 
+def attention_overlays(image: Image.Image, maps: torch.Tensor) -> list[Image.Image]:
+    """One copy of ``image`` per (H, W) map of ``maps`` (T, H, W): the map upscaled (bilinear) to the image,
+    scaled to its maximum, brightens the attended pixels and dims the rest (an all-zero map, an
+    unknown word, leaves the image dark)."""
+    pixels = _as_tensor([image])[0]                                        # (3, S, S) in [-1, 1]
+    size = (image.height, image.width)
+    weights = torch.nn.functional.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)
+    weights = weights / weights.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+    shown = (pixels[None] + 1) * (0.15 + 0.85 * weights) - 1               # (T, 3, S, S)
+    return to_pil(shown)
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation between vectors ``a`` and ``b`` (D,) at positions ``t`` (T,) -> (T, D)."""
     cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
@@ -166,19 +178,38 @@ class PipelineOutput:
         """Every branch of each image upscaled (nearest) to the final resolution, side by side."""
         return to_pil(branch_strip([_as_tensor(images) for images in self.branches], padding))
 
+    def attention_strips(self) -> list[list[Image.Image]]:
+        """AttnGAN models: for image n and refine stage s, a captioned strip of the stage's output image
+        followed by one overlay per word of the prompt (the image dimmed where the word is not attended),
+        as in the AttnGAN paper's figures."""
+        if self.attention is None or self.words is None:
+            raise UsageError("attention maps come from AttnGAN models (model.arch attngan); this model has none")
+        strips = []
+        for n, words in enumerate(self.words):
+            row = []
+            for stage, maps in enumerate(self.attention):
+                image = self.branches[stage + 1][n]
+                size = image.height
+                label = f"{self.resolutions[stage]} -> {size} px"
+                row.append(contact_sheet([image, *attention_overlays(image, maps[n])], [label, *words], 1 + len(words)))
+            strips.append(row)
+        return strips
+
     def sheet(self, columns: int, all_stages: bool = False) -> Image.Image:
         """A captioned contact sheet of the final images (or of the branch strips)."""
         return contact_sheet(self.strips() if all_stages else self.images, self.captions, columns)
 
-    def save(self, out_dir: Path, all_stages: bool = False, grid: bool = False) -> list[Path]:
+    def save(self, out_dir: Path, all_stages: bool = False, grid: bool = False, attention: bool = False) -> list[Path]:
         """Write PNGs into ``out_dir`` (each atomically) and return their paths.
 
         One file per image, named ``<prompt-slug>_seed<seed>_<index>_<resolution>px.png`` (with
         ``all_stages`` the branch strip, ``..._64-128-256px.png``), or with ``grid`` one captioned
         contact sheet ``grid_seed<seed>_<count>images_<resolution>px.png``, one row per prompt when
-        each prompt has 2 to 8 images.
+        each prompt has 2 to 8 images. With ``attention`` (AttnGAN) each image also gets one strip per
+        refine stage, ``..._attention<from>-<to>px.png`` (see ``attention_strips``).
         """
         out_dir = Path(out_dir)
+        strips = self.attention_strips() if attention else None  # refused before anything is written
         check_output_dir(out_dir)
         pictures = self.strips() if all_stages else self.images
         res = "-".join(map(str, self.resolutions)) if all_stages else str(self.resolutions[-1])
@@ -194,11 +225,18 @@ class PipelineOutput:
             candidates = chain([base], (f"{base}-{i}" for i in count(2)))
             slugs[caption] = next(name for name in candidates if name not in slugs.values())
         paths: dict[Path, None] = {}
-        for picture, caption, index in zip(pictures, self.captions, self.indices, strict=True):
-            path = out_dir / f"{slugs[caption]}_seed{self.seed}_{index:03d}_{res}px.png"
-            if path not in paths:
-                save_png(np.asarray(picture), path)
-                paths[path] = None
+        for n, (picture, caption, index) in enumerate(zip(pictures, self.captions, self.indices, strict=True)):
+            stem = f"{slugs[caption]}_seed{self.seed}_{index:03d}"
+            path = out_dir / f"{stem}_{res}px.png"
+            if path in paths:
+                continue
+            save_png(np.asarray(picture), path)
+            paths[path] = None
+            for stage, strip in enumerate(strips[n] if strips else []):
+                low, high = self.resolutions[stage], self.resolutions[stage + 1]
+                strip_path = out_dir / f"{stem}_attention{low}-{high}px.png"
+                save_png(np.asarray(strip), strip_path)
+                paths[strip_path] = None
         return list(paths)
 
 

@@ -48,6 +48,8 @@ def test_eval_computes_every_metric_and_writes_the_report(runner, tiny_run, toy_
     assert metrics["fid"] > 1.0  # a 4-step generator is far from the real birds
     assert 1.0 <= metrics["inception_score"]["mean"] <= 100 and metrics["inception_score"]["splits"] == 10
     assert 0.0 <= metrics["r_precision"]["value"] <= 1.0 and metrics["r_precision"]["candidates"] == 100
+    rp = metrics["r_precision"]
+    assert rp["folds"] == 10 and 0.0 <= rp["mean"] <= 1.0 and rp["std"] >= 0.0  # DM-GAN: mean +- std over folds
     attrs = metrics["attribute_accuracy"]
     assert attrs["attributes"] == ["body_color", "wing_color"]
     assert 0.0 <= attrs["generated"] <= 1.0 and 0.0 <= attrs["real"] <= 1.0

@@ -11,7 +11,12 @@ import pytest
 from stackgan2.errors import DataError
 from stackgan2.metrics.frechet import feature_statistics, fid_from_features, frechet_distance
 from stackgan2.metrics.inception_score import inception_score
-from stackgan2.metrics.r_precision import mismatched_candidates, r_precision
+from stackgan2.metrics.r_precision import (
+    fold_statistics,
+    mismatched_candidates,
+    r_precision,
+    r_precision_hits,
+)
 
 # ----------------------------------------------------------------------------- Frechet distance
 
@@ -162,3 +167,14 @@ def test_mismatched_candidates_with_one_class_exclude_only_the_sample_itself():
 def test_mismatched_candidates_need_enough_samples():
     with pytest.raises(DataError, match="needs 99 mismatched captions"):
         mismatched_candidates(np.repeat(np.arange(2), 60), candidates=100)
+
+
+def test_r_precision_folds_are_mean_and_std_of_shuffled_equal_folds():
+    hits = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 1])  # 11 images: 2 folds of 5 drop one image, as DM-GAN does
+    mean, std, folds = fold_statistics(hits, folds=2, seed=0)
+    order = np.random.default_rng(0).permutation(11)[:10].reshape(2, 5)
+    rates = hits[order].mean(axis=1)
+    assert (mean, std, folds) == (pytest.approx(rates.mean()), pytest.approx(rates.std()), 2)
+    assert fold_statistics(np.ones(3, dtype=bool), folds=10) == (1.0, 0.0, 3)  # fewer images than folds
+    images, captions = np.eye(2), np.eye(2)
+    assert r_precision_hits(images, captions, np.array([[0, 1], [0, 1]])).tolist() == [True, False]

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from stackgan2.cli.main import app
+from stackgan2.errors import PromptError
 
 TINY = ["--preset", "tiny", "--device", "cpu"]
 V1_TOY = ["--preset", "v1-toy", "--device", "cpu"]
@@ -277,7 +278,7 @@ def test_init_from_run_pipeline_and_checkpoint(runner, tmp_path, text_encoder):
     assert (run / "checkpoints" / "step-00000001.safetensors").is_file()
 
 
-def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_encoder):
+def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_encoder, tiny_run):
     """The AttnGAN family through the same loop and run directory: DAMSM terms in stats.jsonl, a
     checkpoint, export, generation with attention maps from the pipeline, --init-from."""
     from stackgan2.pipeline import Text2ImagePipeline
@@ -296,6 +297,24 @@ def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_en
     assert torch.allclose(out.attention[1][2].sum(dim=0), torch.ones(16, 16), atol=1e-5)
     same = pipe(["a red bird with blue wings"], seed=3)  # batching does not change an image
     assert np.array_equal(np.asarray(same.images[0]), np.asarray(out.images[0]))
+    unknown = pipe(["a red zzzqx bird"], seed=3)  # reported, and no attention on it (masked like padding)
+    assert unknown.unknown == [["zzzqx"]] and unknown.attention[0][0][2].abs().max() == 0
+    assert unknown.attention[0][0][1].abs().max() > 0
+    with pytest.raises(PromptError, match="no word the text encoder knows"):
+        pipe(["zzzqx qqqzz"])
+    sample = ["--quiet", "sample", "a red bird", "--model", str(tmp_path / "pipe"), "--seed", "1", "--out"]
+    result = runner.invoke(app, [*sample, str(tmp_path / "maps"), "--attention"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert names == ["a-red-bird_seed1_000_32px.png", "a-red-bird_seed1_000_attention16-32px.png",
+                     "a-red-bird_seed1_000_attention8-16px.png"]
+    from PIL import Image
+
+    strip = Image.open(tmp_path / "maps" / "a-red-bird_seed1_000_attention16-32px.png")
+    assert strip.width > 4 * 96  # the image and one overlay per word (3 words), 96 px wide cells at least
+    refused = runner.invoke(app, [*sample[:4], str(tiny_run), "--seed", "1", "--out", str(tmp_path / "no"), "--attention"])
+    assert refused.exit_code == 2 and "--attention needs an AttnGAN model" in refused.output
+    assert not (tmp_path / "no").exists()
     finetune = tmp_path / "finetune"
     result = _train(runner, "--run-dir", str(finetune), "--arch", "attngan", "--max-steps", "1",
                     "--init-from", str(tmp_path / "pipe"))

@@ -46,7 +46,13 @@ from stackgan2.metrics.classifier import (
 from stackgan2.metrics.frechet import fid_from_features
 from stackgan2.metrics.inception import load_inception
 from stackgan2.metrics.inception_score import IS_SPLITS, inception_score
-from stackgan2.metrics.r_precision import R_PRECISION_CANDIDATES, mismatched_candidates, r_precision
+from stackgan2.metrics.r_precision import (
+    R_PRECISION_CANDIDATES,
+    R_PRECISION_FOLDS,
+    fold_statistics,
+    mismatched_candidates,
+    r_precision_hits,
+)
 from stackgan2.progress import ProgressFn, report
 
 logger = logging.getLogger("stackgan2.metrics")
@@ -288,8 +294,10 @@ def _scores(
             real_mean, real_std = inception_score(real["probabilities"], IS_SPLITS)
             results["inception_score_real"] = {"mean": real_mean, "std": real_std, "splits": IS_SPLITS}
     if "r-precision" in wanted:
-        value = r_precision(generated["damsm_images"], generated["damsm_sentences"], candidates)
-        results["r_precision"] = {"value": value, "candidates": R_PRECISION_CANDIDATES, "chance": 1 / R_PRECISION_CANDIDATES}
+        hits = r_precision_hits(generated["damsm_images"], generated["damsm_sentences"], candidates)
+        mean, std, folds = fold_statistics(hits, R_PRECISION_FOLDS)
+        results["r_precision"] = {"value": float(hits.mean()), "mean": mean, "std": std, "folds": folds,
+                                  "candidates": R_PRECISION_CANDIDATES, "chance": 1 / R_PRECISION_CANDIDATES}
     if "attributes" in wanted:
         names = list(judges.classifier.spec.attributes)
         truth_real = {n: np.asarray(attributes[n]) for n in names}

@@ -4,7 +4,9 @@ Each generated image ranks the caption it was generated from against 99 mismatch
 cosine similarity of DAMSM features (global image feature vs sentence feature); with R = 1 the score
 is the fraction of images whose own caption ranks first. As in ``stackgan2.text.evaluate_r_precision``
 (the same measure on real images), mismatched captions come from images of other classes, since
-another caption of the same class may well describe the image.
+another caption of the same class may well describe the image. AttnGAN's code has no R-precision;
+DM-GAN's ``trainer.py: sampling`` (the protocol its authors call AttnGAN's) reports the mean and
+standard deviation over folds of the shuffled images (10 folds of 3,000 images): ``fold_statistics``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def mismatched_candidates(
     return table
 
 
+R_PRECISION_FOLDS = 10  # DM-GAN: 30,000 images in 10 folds of 3,000
+
+
 def r_precision(
     image_features: np.ndarray, caption_features: np.ndarray, candidates: np.ndarray, chunk: int = 1024
 ) -> float:
@@ -54,6 +59,25 @@ def r_precision(
     ``image_features`` (N, D) and ``caption_features`` (M, D) are compared by cosine similarity;
     ``candidates`` (N, K) indexes the captions.
     """
+    return float(r_precision_hits(image_features, caption_features, candidates, chunk).mean())
+
+
+def fold_statistics(hits: np.ndarray, folds: int = R_PRECISION_FOLDS, seed: int = 0) -> tuple[float, float, int]:
+    """Mean and (population) standard deviation of the hit rate over ``folds`` equal folds of the shuffled
+    images (DM-GAN: ``np.random.shuffle`` then 10 folds); fewer folds when there are fewer images.
+    Images beyond folds * (N // folds) are left out, as in DM-GAN. Returns (mean, std, folds used)."""
+    hits = np.asarray(hits, dtype=np.float64)
+    folds = max(1, min(folds, len(hits)))
+    order = np.random.default_rng(seed).permutation(len(hits))
+    size = len(hits) // folds
+    rates = hits[order[: folds * size]].reshape(folds, size).mean(axis=1)
+    return float(rates.mean()), float(rates.std()), folds
+
+
+def r_precision_hits(
+    image_features: np.ndarray, caption_features: np.ndarray, candidates: np.ndarray, chunk: int = 1024
+) -> np.ndarray:
+    """(N,) bool: whether image i's caption ``candidates[i, 0]`` is strictly the most similar (see ``r_precision``)."""
     images = np.asarray(image_features, dtype=np.float64)
     captions = np.asarray(caption_features, dtype=np.float64)
     candidates = np.asarray(candidates)
@@ -63,9 +87,9 @@ def r_precision(
         raise DataError(f"candidates must be (N={images.shape[0]}, K >= 2) caption indices, got {candidates.shape}")
     images = images / np.maximum(np.linalg.norm(images, axis=1, keepdims=True), 1e-8)
     captions = captions / np.maximum(np.linalg.norm(captions, axis=1, keepdims=True), 1e-8)
-    hits = 0
+    hits = []
     for start in range(0, len(images), chunk):
         block = candidates[start : start + chunk]
         scores = np.einsum("nd,nkd->nk", images[start : start + chunk], captions[block])
-        hits += int((scores[:, 0] > scores[:, 1:].max(axis=1)).sum())
-    return hits / len(images)
+        hits.append(scores[:, 0] > scores[:, 1:].max(axis=1))
+    return np.concatenate(hits)
