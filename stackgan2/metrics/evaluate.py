@@ -91,7 +91,7 @@ def generate_final_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int
     prompt, the whole batch goes through G_ema at once.
     """
     encoded = pipe.text_encoder.encode(prompts, device=pipe.device)
-    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.c_dim)
+    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.eps_dim)
     final = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device))[0][-1]
     return to_uint8(final), encoded
 
