@@ -21,8 +21,8 @@ Ndf = Annotated[int | None, typer.Option("--ndf", help="Discriminator width (off
 Arch = Annotated[str | None, typer.Option(
     "--arch", help="Model family: stackgan2 (StackGAN++) or attngan (word attention + DAMSM loss).")]
 ZDim = Annotated[int | None, typer.Option("--z-dim", help="Noise dimension (official: 100).")]
-Dataset = Annotated[str | None, typer.Option("--dataset", help="toy-birds, cub, flowers or folder.")]
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Dataset root (cub, flowers, folder).")]
+Dataset = Annotated[str | None, typer.Option("--dataset", help="toy-birds, cub, flowers, coco or folder.")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Dataset root (cub, flowers, coco, folder).")]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Cache for rendered/decoded images.")]
 Device = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
