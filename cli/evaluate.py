@@ -99,7 +99,7 @@ def _metrics_table(result: dict[str, Any]) -> Table:
     if "r_precision" in values:
         rp = values["r_precision"]
         table.add_row(f"R-precision (1 of {rp['candidates']})", f"{100 * rp['mean']:.2f} ± {100 * rp['std']:.2f}%",
-                      f"{rp['folds']} folds; all images {100 * rp['value']:.1f}%; chance {100 * rp['chance']:.0f}%")
+                      f"{rp['folds']} folds; chance {100 * rp['chance']:.0f}%")
     if "attribute_accuracy" in values:
         acc = values["attribute_accuracy"]
         table.add_row(f"attribute accuracy ({' + '.join(acc['attributes'])})",
