@@ -90,7 +90,7 @@ def generate_final_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int
     Image ``n`` equals ``pipe([prompts[n]], seed=seeds[n]).images[0]``; unlike one pipeline call per
     prompt, the whole batch goes through G_ema at once.
     """
-    encoded = pipe.text_encoder.encode(prompts, device=pipe.device)
+    encoded = pipe.encode(prompts)
     z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.c_dim)
     final = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device))[0][-1]
     return to_uint8(final), encoded

@@ -573,7 +573,7 @@ class InitialWeights:
     source: Path
     config: ExperimentConfig
     states: dict[str, dict[str, Tensor]]   # "G", "G_ema" and, from training checkpoints, "D"
-    text_encoder: Path                     # the text encoder the weights were trained with
+    text_encoder: Path | None              # the text encoder the weights were trained with (imported: none)
 
 
 def load_initial_weights(source: Path) -> InitialWeights:
@@ -594,7 +594,8 @@ def load_initial_weights(source: Path) -> InitialWeights:
         return InitialWeights(source, config, states, run_root / TEXT_ENCODER_DIR)
     pipe = Text2ImagePipeline.from_pretrained(source)  # CheckpointError for anything that is not a model
     state = pipe.generator.state_dict()
-    return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, source / TEXT_ENCODER_DIR)
+    text_dir = source / TEXT_ENCODER_DIR if pipe.text_encoder is not None else None
+    return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, text_dir)
 
 
 def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
