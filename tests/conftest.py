@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -13,6 +15,16 @@ torch.set_num_threads(1)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's real cache: every test session renders into its own folder."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_library_logger():
+    """The CLI's setup_logging turns propagation off on the "stackgan2" logger; an in-process CLI test
+    must not leave it so, or a later test's caplog (a root handler) sees no library warning."""
+    logger = logging.getLogger("stackgan2")
+    saved = (logger.propagate, list(logger.handlers), logger.level)
+    yield
+    logger.propagate, logger.handlers[:], logger.level = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture
