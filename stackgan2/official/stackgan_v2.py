@@ -54,5 +54,5 @@ STACKGAN_V2 = OfficialFamily(
     default_preset="birds",
     generator_prefixes=generator_prefixes,
     diagnose=_diagnose,
-    documentation="https://github.com/hanzhanggit/StackGAN-v2#pretrained-model",
+    documentation="https://github.com/hanzhanggit/StackGAN-v2 (README, 'Pretrained Model')",
 )
