@@ -50,6 +50,8 @@ def train(
     uncond_coef: Annotated[float | None, Opt("--uncond-coef", help="Unconditional loss weight (official: 1.0).")] = None,
     color_coef: Annotated[float | None, Opt("--color-coef", help="Colour-consistency weight (official birds: 0, unconditional: 50).")] = None,
     kl_coef: Annotated[float | None, Opt("--kl-coef", help="KL weight (official: 2.0).")] = None,
+    damsm_coef: Annotated[float | None, Opt("--damsm-coef", help="DAMSM generator loss weight on the last branch, "
+                          "frozen pretrained DAMSM encoders (AttnGAN: 5 birds, 50 COCO; 0 = off).")] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
@@ -84,6 +86,7 @@ def train(
         "train.uncond_coef": uncond_coef,
         "train.color_coef": color_coef,
         "train.kl_coef": kl_coef,
+        "train.damsm_coef": damsm_coef,
         "train.seed": seed,
         "train.device": device,
         "train.amp": amp,

@@ -102,6 +102,10 @@ class TrainConfig(_Frozen):
     uncond_coef: float = Field(1.0, ge=0)
     kl_coef: float = Field(2.0, ge=0)
     color_coef: float = Field(0.0, ge=0)
+    damsm_coef: float = Field(
+        0.0, ge=0, description="DAMSM generator loss weight (lambda) on the last branch, with the frozen "
+        "pretrained DAMSM encoders; 0 = off (AttnGAN bird_attn2.yml: 5, coco_attn2.yml: 50)",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
         True,

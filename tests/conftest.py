@@ -18,13 +18,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _restore_library_logger():
-    """The CLI's setup_logging turns propagation off on the "stackgan2" logger; an in-process CLI test
-    must not leave it so, or a later test's caplog (a root handler) sees no library warning."""
-    logger = logging.getLogger("stackgan2")
-    saved = (logger.propagate, list(logger.handlers), logger.level)
+def _library_logger_propagates():
+    """The CLI's setup_logging turns propagation off on the "stackgan2" logger and adds its own stderr
+    handler; after an in-process CLI run (a test's or a session fixture's), a later test's caplog (a root
+    handler) would see no library warning. Every test starts and ends with the library's own state."""
+
+    def reset() -> None:
+        logger = logging.getLogger("stackgan2")
+        logger.propagate, logger.handlers[:] = True, []
+        logger.setLevel(logging.NOTSET)
+
+    reset()
     yield
-    logger.propagate, logger.handlers[:], logger.level = saved[0], saved[1], saved[2]
+    reset()
 
 
 @pytest.fixture
