@@ -235,8 +235,14 @@ class Text2ImagePipeline:
             self.text_encoder.to(device)
         return self
 
-    def encode(self, prompts: Sequence[str]) -> EncodedPrompts:
-        """Sentence embeddings of ``prompts`` on the pipeline's device; ``PromptError`` without a text encoder."""
+    def encode(
+        self, prompts: Sequence[str] | None = None, embeddings: torch.Tensor | np.ndarray | None = None
+    ) -> EncodedPrompts:
+        """Sentence embeddings on the pipeline's device: of ``prompts`` through the text encoder
+        (``PromptError`` if there is none), or the given ``embeddings`` (N, text_dim), checked."""
+        if embeddings is not None:
+            given = _given_embeddings(embeddings, self.config.model.text_dim)
+            return EncodedPrompts(given.embeddings.to(self.device), given.unknown, given.truncated)
         if self.text_encoder is None:
             origin = f" (imported from {self.source['file']})" if self.source and "file" in self.source else ""
             raise PromptError(
@@ -369,7 +375,7 @@ class Text2ImagePipeline:
         if (prompts is None) == (embeddings is None):
             raise UsageError("give either prompts or embeddings (not both)")
         if embeddings is not None:
-            encoded = _given_embeddings(embeddings, self.config.model.text_dim)
+            encoded = self.encode(embeddings=embeddings)
             prompts = list(labels) if labels is not None else [f"embedding {i}" for i in range(len(encoded.unknown))]
             if len(prompts) != len(encoded.unknown):
                 raise UsageError(f"{len(prompts)} labels for {len(encoded.unknown)} embeddings; give one label per row")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from official_stackgan_v2 import G_NET, randomised, released_state_dict
 from PIL import Image
+from safetensors.torch import save_file
 
 from stackgan2.cli.main import app
 from stackgan2.errors import PromptError
@@ -47,8 +48,8 @@ def _max_differences(official: G_NET, pipe: Text2ImagePipeline, batch: int = 2, 
     return [float((a - b).abs().max()) for a, b in pairs]
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
+def _one_error_line(result, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -133,7 +134,7 @@ def _rename(old: str, new: str):
         (_drop("module.ca_net."), "unconditional StackGAN-v2 model"),
         (_rename("module.h_net1.", "module.img_code_s16."), "discriminator"),
         (lambda s: s.update({"module.img_net1.img.0.weight": torch.zeros(3, 16, 5, 5)}), "has shape (3, 16, 5, 5)"),
-        (lambda s: s.update({"module.h_net1.fc.1.running_mean": torch.zeros(1024, dtype=torch.long)}), "holds torch.int64 values"),
+        (lambda s: s.update({"module.h_net1.fc.1.running_mean": torch.zeros(8192, dtype=torch.long)}), "holds torch.int64 values"),
     ],
     ids=["missing", "attngan", "extra", "unconditional", "discriminator", "mis-shaped", "wrong-dtype"],
 )
@@ -265,3 +266,43 @@ def test_imported_pipeline_exports_and_keeps_its_source(small_pipe, runner, tmp_
     assert exported.source == Text2ImagePipeline.from_pretrained(small_pipe).source
     assert exported.source["file"] == "netG_small.pth" and exported.text_encoder is None
     assert not (tmp_path / "exported" / "text_encoder").exists()
+
+
+def test_eval_conditions_an_imported_model_on_the_test_sets_char_cnn_rnn_embeddings(small_pipe, tmp_path, runner,
+                                                                                     monkeypatch):
+    from test_data_cub import make_layout
+    from torchvision import models
+
+    from stackgan2.data.cub import read_char_cnn_rnn
+    from stackgan2.metrics.evaluate import generate_final_images, sample_plan
+
+    layout = make_layout(tmp_path / "data")
+    table = read_char_cnn_rnn(layout / "test" / "char-CNN-RNN-embeddings.pickle")
+    pipe = Text2ImagePipeline.from_pretrained(small_pipe)
+    images, captions = sample_plan([table.shape[1]] * len(table), 5)
+    batch, _ = generate_final_images(pipe, ["unused"] * 5, range(5), table[images, captions])
+    alone = np.asarray(pipe(embeddings=table[images[3], captions[3]], seed=3).images[0])
+    assert np.abs(batch[3].astype(int) - alone).max() <= 1  # batch 5 vs 1: float32 rounding, at most one level
+
+    monkeypatch.setattr("stackgan2.metrics.inception.INCEPTION_SIZE", 75)  # the smallest input it takes
+    monkeypatch.setattr("stackgan2.metrics.evaluate.fid_from_features", lambda generated, real, names: 1.0)
+    net = models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    weights = tmp_path / "inception.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    args = ["eval", "--model", str(small_pipe), "--data-dir", str(layout), "--cache-dir", str(tmp_path / "cache"),
+            "--inception-weights", str(weights), "--metrics", "fid", "--num-samples", "5", "--device", "cpu",
+            "--out", str(tmp_path / "m.json")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (layout / "test" / "char-CNN-RNN-embeddings.pickle").unlink()
+    assert "char-CNN-RNN-embeddings.pickle" in _one_error_line(runner.invoke(app, args), code=2)
+
+
+def test_init_from_an_imported_model_brings_no_text_encoder(small_pipe):
+    """``train --init-from`` then pretrains one in phase 0 instead of looking for ``text_encoder/``."""
+    from stackgan2.training.trainer import load_initial_weights
+
+    initial = load_initial_weights(small_pipe)
+    pipe = Text2ImagePipeline.from_pretrained(small_pipe)
+    assert initial.text_encoder is None and initial.config == pipe.config
+    assert all(torch.equal(initial.states["G"][k], v) for k, v in pipe.generator.state_dict().items())

@@ -84,13 +84,16 @@ def sample_noise(seeds: Sequence[int], z_dim: int, c_dim: int) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def generate_final_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[np.ndarray, Any]:
+def generate_final_images(
+    pipe: Any, prompts: Sequence[str], seeds: Sequence[int], embeddings: np.ndarray | None = None
+) -> tuple[np.ndarray, Any]:
     """uint8 (N, R, R, 3) final-branch images, prompt ``n`` with the noise of seed ``seeds[n]``, and the encoded prompts.
 
     Image ``n`` equals ``pipe([prompts[n]], seed=seeds[n]).images[0]``; unlike one pipeline call per
-    prompt, the whole batch goes through G_ema at once.
+    prompt, the whole batch goes through G_ema at once. ``embeddings`` (N, text_dim) condition the
+    generator instead of the prompts' (a model without text encoder: the dataset's char-CNN-RNN ones).
     """
-    encoded = pipe.encode(prompts)
+    encoded = pipe.encode(prompts if embeddings is None else None, embeddings)
     z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.c_dim)
     final = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device))[0][-1]
     return to_uint8(final), encoded
@@ -253,14 +256,16 @@ def _judge_real(
 
 def _judge_generated(
     pipe: Any, prompts: list[str], seed: int, judges: _Judges, batch_size: int, device: torch.device,
-    progress_fn: ProgressFn | None,
+    progress_fn: ProgressFn | None, embeddings: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Generate sample ``i`` from ``prompts[i]`` with seed ``seed + i``, in batches, and judge it."""
+    """Generate sample ``i`` from ``prompts[i]`` (or ``embeddings[i]``) with seed ``seed + i``, in batches, and judge it."""
     parts, truncated, with_unknown, n = [], 0, 0, len(prompts)
     with _quiet_prompt_warnings():
         for start in range(0, n, batch_size):
             batch_prompts = prompts[start : start + batch_size]
-            final, encoded = generate_final_images(pipe, batch_prompts, range(seed + start, seed + start + len(batch_prompts)))
+            batch_embeddings = embeddings[start : start + batch_size] if embeddings is not None else None
+            seeds = range(seed + start, seed + start + len(batch_prompts))
+            final, encoded = generate_final_images(pipe, batch_prompts, seeds, batch_embeddings)
             truncated += sum(encoded.truncated)
             with_unknown += sum(bool(u) for u in encoded.unknown)
             parts.append(judges(_to_float(final, device), batch_prompts))
@@ -372,20 +377,41 @@ def evaluate_model(
 
     sampled_images, sampled_captions = sample_plan([len(c) for c in dataset.captions], num_samples)
     prompts = [dataset.captions[j][k] for j, k in zip(sampled_images, sampled_captions, strict=True)]
+    conditions = _precomputed_conditions(pipe, dataset, sampled_images, sampled_captions)
     candidates = None
     if "r-precision" in wanted:
         candidates = mismatched_candidates(np.asarray(dataset.class_ids)[sampled_images], R_PRECISION_CANDIDATES, seed)
     judges, extractors = _load_judges(wanted, classifier, inception_weights, damsm_dir, dataset, data.dataset, dev)
     real, dataset_sha256 = _judge_real(dataset, size, judges, batch_size, dev, progress_fn)
-    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn)
+    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn, conditions)
     return {
         "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges,
                            _named_attributes(data.dataset, prompts, dataset.attributes)),
         "num_samples": num_samples,
-        "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, pipe.text_encoder.text_encoder)},
+        "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, *_text_modules(pipe))},
         "dataset": {"name": data.dataset, "split": "test", "images": len(dataset.captions), "resolution": size,
                     "sha256": dataset_sha256},
         "feature_extractors": extractors,
         "seed": seed,
         "seconds": time.perf_counter() - start_time,
     }
+
+
+def _precomputed_conditions(pipe: Any, dataset: Any, images: np.ndarray, captions: np.ndarray) -> np.ndarray | None:
+    """For a model without text encoder (an imported char-CNN-RNN model), the dataset's char-CNN-RNN
+    embedding of each sampled (image, caption); None for a model that encodes the captions itself."""
+    if pipe.text_encoder is not None:
+        return None
+    table = getattr(dataset, "char_cnn_rnn", None)
+    if table is None or table.shape[-1] != pipe.config.model.text_dim:
+        found = "none" if table is None else f"{table.shape[-1]}-d ones"
+        raise UsageError(
+            f"this model has no text encoder: it is conditioned on {pipe.config.model.text_dim}-d char-CNN-RNN "
+            f"embeddings, and the {dataset.name} test set has {found} "
+            "(use --dataset cub --data-dir with the official char-CNN-RNN-embeddings.pickle)"
+        )
+    return np.asarray(table)[images, captions]
+
+
+def _text_modules(pipe: Any) -> list[torch.nn.Module]:
+    return [pipe.text_encoder.text_encoder] if pipe.text_encoder is not None else []
