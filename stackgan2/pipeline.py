@@ -20,6 +20,14 @@ Noise: image ``k`` of every prompt comes from a CPU ``torch.Generator`` seeded `
 then the conditioning-augmentation eps, as the official sampler draws a fresh CA sample). So the same
 seed gives the same noise on every device and batch size, all prompts share their noise (easy to
 compare), and image ``k`` of seed ``s`` is image 0 of seed ``s + k``.
+
+Batch independence: CPU kernels (MKL's GEMM, oneDNN's small convolutions) add up in another order for
+a forward of one to three rows than for four or more, which moves a few pixels by one level. Every
+generator forward therefore runs at least ``MIN_FORWARD_ROWS`` rows (short batches are padded with
+copies of their last row, dropped afterwards), so an image is the same bytes whether it was made
+alone, as image ``k`` of a batch, or beside other requests in ``stackgan2 serve``. Measured with one
+intra-op thread (how the tests and benchmarks run); with several threads MKL also splits the work by
+row count, and a batched image may then differ from a lone one by one level in a few pixels.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
-from stackgan2.networks import Generator
+from stackgan2.networks import build_generator
 from stackgan2.text import EncodedPrompts, PromptEncoder
 
 if TYPE_CHECKING:
@@ -62,6 +70,7 @@ TEXT_ENCODER_DIR = "text_encoder"
 MAX_IMAGES_PER_PROMPT = 256
 MAX_INTERPOLATION_STEPS = 64
 MAX_SEED = 2**63 - 1 - MAX_IMAGES_PER_PROMPT
+MIN_FORWARD_ROWS = 4  # see "Batch independence" above: 1-3 row forwards round differently on the CPU
 _EXPECTED = (
     "expected a pipeline directory (stackgan2 export), a run directory (runs/<name>) "
     "or a checkpoint file (runs/<name>/checkpoints/step-XXXXXXXX.safetensors)"
@@ -213,9 +222,10 @@ class Text2ImagePipeline:
 
     def __init__(
         self,
-        generator: Generator,
+        generator: torch.nn.Module,
         text_encoder: PromptEncoder | None,
         config: ExperimentConfig,
+        step: int | None = None,
         source: dict[str, Any] | None = None,
     ) -> None:
         if text_encoder is not None and text_encoder.dim != config.model.text_dim:
@@ -223,6 +233,7 @@ class Text2ImagePipeline:
         self.generator = generator.eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self.config = config
+        self.step = step  # training iterations behind G_ema, when known (checkpoints; exports since they record it)
         self.source = source
 
     @property
@@ -243,6 +254,10 @@ class Text2ImagePipeline:
         if embeddings is not None:
             given = _given_embeddings(embeddings, self.config.model.text_dim)
             return EncodedPrompts(given.embeddings.to(self.device), given.unknown, given.truncated)
+        return self.require_text_encoder().encode(prompts, device=self.device)
+
+    def require_text_encoder(self) -> PromptEncoder:
+        """The text encoder; ``PromptError`` saying what to do instead for a model without one."""
         if self.text_encoder is None:
             origin = f" (imported from {self.source['file']})" if self.source and "file" in self.source else ""
             raise PromptError(
@@ -251,7 +266,7 @@ class Text2ImagePipeline:
                 "here; give embeddings instead (stackgan2 sample --model DIR --embeddings "
                 "char-CNN-RNN-embeddings.pickle --index 0, or pipe(embeddings=...))"
             )
-        return self.text_encoder.encode(prompts, device=self.device)
+        return self.text_encoder
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
@@ -287,7 +302,7 @@ class Text2ImagePipeline:
         if not state:
             raise CheckpointError(f"{checkpoint.path} holds no G_ema weights")
         generator = _build_generator(config, state, checkpoint.path)
-        return cls(generator, _load_text_encoder(text_dir, config), config)
+        return cls(generator, _load_text_encoder(text_dir, config), config, checkpoint.step)
 
     @classmethod
     def _from_pipeline_dir(cls, directory: Path) -> Text2ImagePipeline:
@@ -304,11 +319,13 @@ class Text2ImagePipeline:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{directory / GENERATOR_FILE} is not a readable safetensors file: {exc}") from None
         generator = _build_generator(config, state, directory / GENERATOR_FILE)
+        step = payload.get("step")
+        step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
         # The hashed file list is the manifest: a model exported without text encoder lists none of its files.
         has_text = any(name.startswith(f"{TEXT_ENCODER_DIR}/") for name in payload["sha256"])
         text_encoder = _load_text_encoder(directory / TEXT_ENCODER_DIR, config) if has_text else None
         source = payload.get("source") if isinstance(payload.get("source"), dict) else None
-        return cls(generator, text_encoder, config, source)
+        return cls(generator, text_encoder, config, step, source)
 
     def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
         """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
@@ -321,7 +338,7 @@ class Text2ImagePipeline:
         config = self.config.model_copy(
             update={
                 "data": self.config.data.model_copy(update={"data_dir": None, "cache_dir": None}),
-                "train": self.config.train.model_copy(update={"text_encoder": None}),
+                "train": self.config.train.model_copy(update={"text_encoder": None, "stage1": None}),
             }
         )
 
@@ -336,6 +353,7 @@ class Text2ImagePipeline:
                 "version": PIPELINE_VERSION,
                 "dtype": str(dtype).removeprefix("torch."),
                 "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+                "step": self.step,
                 "config": config.model_dump(mode="json"),
                 **({"source": self.source} if self.source is not None else {}),
             }
@@ -383,11 +401,8 @@ class Text2ImagePipeline:
             prompts = [prompts] if isinstance(prompts, str) else list(prompts)
             encoded = self.encode(prompts)
         n = num_images_per_prompt
-        z, eps = self._noise(range(seed, seed + n))
-        z = _truncate(z, truncation)
-        branches = self._generate(
-            encoded.embeddings.repeat_interleave(n, dim=0), z.repeat(len(prompts), 1), eps.repeat(len(prompts), 1), batch_size
-        )
+        seeds = list(range(seed, seed + n)) * len(prompts)
+        branches = self.render(encoded.embeddings.repeat_interleave(n, dim=0), seeds, truncation, batch_size)
         return PipelineOutput(
             branches,
             [p for p in prompts for _ in range(n)],
@@ -431,9 +446,24 @@ class Text2ImagePipeline:
             branches, captions, list(range(steps)), seed, self.config.model.resolutions, encoded.unknown, encoded.truncated
         )
 
+    @torch.inference_mode()
+    def render(
+        self, embeddings: torch.Tensor, seeds: Sequence[int], truncation: float | None = None, batch_size: int = 16
+    ) -> list[list[Image.Image]]:
+        """Row ``i``: sentence embedding ``embeddings[i]`` with the noise of seed ``seeds[i]`` -> PIL images per branch.
+
+        The building block of ``__call__`` and of ``stackgan2 serve``, which stacks the rows of several
+        requests into one forward; a row's images do not depend on the rows beside it.
+        """
+        if embeddings.shape[0] != len(seeds):
+            raise ValueError(f"need one seed per embedding row, got {len(seeds)} seeds for {embeddings.shape[0]} rows")
+        z, eps = self._noise(seeds)
+        return self._generate(embeddings, _truncate(z, truncation), eps, batch_size)
+
     def _noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (N, z_dim) and CA eps (N, c_dim), row i from a CPU generator seeded ``seeds[i]``."""
-        z_dim, c_dim = self.config.model.z_dim, self.config.model.c_dim
+        """z (N, z_dim) and CA eps (N, eps_dim), row i from a CPU generator seeded ``seeds[i]`` (StackGAN v1
+        Stage II: the eps of both CA networks, Stage I's first)."""
+        z_dim, c_dim = self.config.model.z_dim, self.config.model.eps_dim
         z, eps = torch.empty(len(seeds), z_dim), torch.empty(len(seeds), c_dim)
         for row, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(seed)
@@ -444,16 +474,17 @@ class Text2ImagePipeline:
     def _generate(
         self, embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, batch_size: int
     ) -> list[list[Image.Image]]:
-        """Run G_ema in batches; returns PIL images per branch."""
+        """Run G_ema in batches of at least ``MIN_FORWARD_ROWS`` rows; returns PIL images per branch."""
         _check_range("batch_size", batch_size, 1, 4096)
         branches: list[list[Image.Image]] = [[] for _ in self.config.model.resolutions]
         for start in range(0, z.shape[0], batch_size):
             part = slice(start, start + batch_size)
-            images, _, _ = self.generator(
-                z[part].to(self.device), embeddings[part].to(self.device), eps[part].to(self.device)
-            )
+            rows = z[part].shape[0]
+            pad = torch.full((max(0, MIN_FORWARD_ROWS - rows),), rows - 1, dtype=torch.long)
+            padded = [torch.cat([x[part], x[part][pad]]).to(self.device) for x in (z, embeddings, eps)]
+            images, _, _ = self.generator(*padded)
             for out, image in zip(branches, images, strict=True):
-                out.extend(to_pil(image))
+                out.extend(to_pil(image[:rows]))
         return branches
 
 
@@ -533,10 +564,11 @@ def _read_pipeline_config(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> Generator:
-    """A float32 ``Generator`` holding ``state``; built on the meta device (no wasted initialisation)."""
+def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
+    """A float32 generator of ``config``'s family holding ``state``; built on the meta device (no wasted
+    initialisation)."""
     with torch.device("meta"):
-        generator = Generator(config.model)
+        generator = build_generator(config.model)
     try:
         generator.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:

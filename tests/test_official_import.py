@@ -306,3 +306,16 @@ def test_init_from_an_imported_model_brings_no_text_encoder(small_pipe):
     pipe = Text2ImagePipeline.from_pretrained(small_pipe)
     assert initial.text_encoder is None and initial.config == pipe.config
     assert all(torch.equal(initial.states["G"][k], v) for k, v in pipe.generator.state_dict().items())
+
+
+def test_serve_refuses_a_model_without_text_encoder_in_one_line(small_pipe, runner):
+    pytest.importorskip("uvicorn")
+    result = runner.invoke(app, ["serve", "--model", str(small_pipe), "--port", "0", "--device", "cpu"])
+    assert "has no text encoder" in _one_error_line(result)
+
+
+def test_a_preset_of_another_family_is_a_usage_error(small, tmp_path, runner):
+    _, weights, _ = small
+    result = runner.invoke(app, ["import", str(weights), "--from", "stackgan-v2", "--preset", "v1-coco",
+                                 "--out", str(tmp_path / "out")])
+    assert "needs a stackgan2 preset such as 'birds'" in _one_error_line(result, code=2)

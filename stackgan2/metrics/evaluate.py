@@ -94,7 +94,7 @@ def generate_final_images(
     generator instead of the prompts' (a model without text encoder: the dataset's char-CNN-RNN ones).
     """
     encoded = pipe.encode(prompts if embeddings is None else None, embeddings)
-    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.c_dim)
+    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.eps_dim)
     final = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device))[0][-1]
     return to_uint8(final), encoded
 

@@ -20,6 +20,7 @@ class OfficialFamily:
 
     name: str                                                # the --from value, e.g. "stackgan-v2"
     title: str                                               # for messages: "StackGAN++ (hanzhanggit/StackGAN-v2)"
+    arch: str                                                # model.arch of the presets it fits
     default_preset: str                                      # the preset of the released model
     generator_prefixes: Callable[[ModelConfig], dict[str, str]]
     diagnose: Callable[[set[str]], str | None]

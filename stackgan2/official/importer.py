@@ -24,7 +24,7 @@ from torch import Tensor
 from stackgan2.config import ExperimentConfig, resolve_config
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.io import check_output_dir, sha256_file
-from stackgan2.networks import Generator
+from stackgan2.networks import build_generator
 from stackgan2.official.family import OfficialFamily
 from stackgan2.official.stackgan_v2 import STACKGAN_V2
 from stackgan2.pipeline import Text2ImagePipeline, _build_generator
@@ -86,7 +86,7 @@ def map_to_project(
     what = f"an official {family.title} generator at preset {config.preset!r}"
     diagnosis = family.diagnose(set(official))
     with torch.device("meta"):
-        expected = Generator(config.model).state_dict()
+        expected = build_generator(config.model).state_dict()
 
     def ours(name: str) -> str | None:
         match = max((p for p in prefixes if name.startswith(p)), key=len, default=None)
@@ -139,6 +139,11 @@ def import_official(
     """
     chosen = get_family(family)
     config = resolve_config(preset or chosen.default_preset, config_file, overrides)
+    if config.model.arch != chosen.arch:
+        raise UsageError(
+            f"preset {config.preset!r} builds a {config.model.arch} model; --from {chosen.name} needs a {chosen.arch} "
+            f"preset such as {chosen.default_preset!r}"
+        )
     check_output_dir(out)
     weights = Path(weights)
     state = map_to_project(read_official_weights(weights), chosen, config, weights)
@@ -151,6 +156,6 @@ def import_official(
         "tensors": len(state),
         "documentation": chosen.documentation,
     }
-    pipe = Text2ImagePipeline(generator, None, config, source)
+    pipe = Text2ImagePipeline(generator, None, config, source=source)
     pipe.save_pretrained(out)
     return pipe

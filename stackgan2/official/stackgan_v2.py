@@ -51,6 +51,7 @@ def _diagnose(official_names: set[str]) -> str | None:
 STACKGAN_V2 = OfficialFamily(
     name="stackgan-v2",
     title="StackGAN++ (hanzhanggit/StackGAN-v2)",
+    arch="stackgan2",
     default_preset="birds",
     generator_prefixes=generator_prefixes,
     diagnose=_diagnose,
