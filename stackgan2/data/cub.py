@@ -123,11 +123,11 @@ def read_char_cnn_rnn(path: Path, count: int | None = None) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError):
-        raise DataError(f"{path} should hold a (N, 10, 1024) array of caption embeddings") from None
+        raise DataError(f"{path} should hold a (N, captions, 1024) array of caption embeddings") from None
     if array.ndim != 3 or (count is not None and len(array) != count) or not array.size:
         described = f"{len(array)} entries of shape {array.shape[1:]}" if array.ndim else "a scalar"
-        wanted = f"{count} entries" if count is not None else "(N, 10, 1024): N images"
-        raise DataError(f"{path} has {described}, expected {wanted} of shape (10, 1024), one per image")
+        wanted = f"{count} entries" if count is not None else "N entries"
+        raise DataError(f"{path} has {described}, expected {wanted} of shape (captions, 1024), one per image")
     return array
 
 
