@@ -1,9 +1,10 @@
-"""``stackgan2 import --from stackgan-v2``: official weights in their own layout -> the same images.
+"""``stackgan2 import``: official weights in their own layout -> the same images.
 
-The official generator is re-stated in ``official_stackgan_v2`` (official names and forward pass);
-its random weights and batch-norm statistics are saved the way the released files were (legacy
-``torch.save`` format, ``module.`` names, no ``num_batches_tracked``), imported, and the pipeline's
-generator must reproduce the official forward pass for the same z, embedding and CA noise.
+The official generators are re-stated in ``official_stackgan_v2`` and ``official_stackgan_v1``
+(official names and forward passes); their random weights and batch-norm statistics are saved the
+way the released files were (legacy ``torch.save`` format, no ``num_batches_tracked``, StackGAN-v2's
+``module.`` names), imported, and the pipeline's generator must reproduce the official forward pass
+for the same z, embedding and CA noise.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official_stackgan_v1 import STAGE1_G, STAGE2_G
 from official_stackgan_v2 import G_NET, randomised, released_state_dict
 from PIL import Image
 from safetensors.torch import save_file
+from torch import nn
 
 from stackgan2.cli.main import app
 from stackgan2.errors import PromptError
@@ -34,13 +37,23 @@ def _save(state: dict, path: Path, legacy: bool = True) -> Path:
     return path
 
 
-def _max_differences(official: G_NET, pipe: Text2ImagePipeline, batch: int = 2, seed: int = 0) -> list[float]:
+def _v1_forward(official: STAGE2_G | STAGE1_G, z, embedding, eps):
+    """The official StackGAN v1 forward as (branch images, mu, logvar): Stage I's CA noise first."""
+    if isinstance(official, STAGE1_G):
+        _, image, mu, logvar = official(embedding, z, eps)
+        return [image], mu, logvar
+    low, image, mu, logvar = official(embedding, z, *eps.chunk(2, dim=1))
+    return [low, image], mu, logvar
+
+
+def _max_differences(official, pipe: Text2ImagePipeline, batch: int = 2, seed: int = 0) -> list[float]:
     """max |official - ours| per branch, then for mu and logvar, on the same z, embedding and CA noise."""
     g = torch.Generator().manual_seed(seed)
     model = pipe.config.model
-    z, embedding, eps = (torch.randn(batch, dim, generator=g) for dim in (model.z_dim, model.text_dim, model.c_dim))
+    z, embedding, eps = (torch.randn(batch, dim, generator=g) for dim in (model.z_dim, model.text_dim, model.eps_dim))
     with torch.no_grad():
-        expected, mu, logvar = official(z, embedding, eps)
+        forward = official if isinstance(official, G_NET) else lambda *args: _v1_forward(official, *args)
+        expected, mu, logvar = forward(z, embedding, eps)
         images, our_mu, our_logvar = pipe.generator(z, embedding, eps)
     assert [tuple(i.shape) for i in images] == [tuple(i.shape) for i in expected]
     assert all(0.05 < i.std() < 0.95 for i in expected), "random weights should give unsaturated images"
@@ -56,12 +69,21 @@ def _one_error_line(result, code: int = 1) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def birds(tmp_path_factory) -> tuple[G_NET, Path]:
-    """The official birds generator (21 M parameters), saved as ``netG_210000.pth`` was."""
-    net = randomised(G_NET())
-    path = tmp_path_factory.mktemp("official") / "netG_210000.pth"
-    return net, _save(released_state_dict(net), path)
+# The released models: family, preset, file name, official network, saved from nn.DataParallel.
+RELEASED = {
+    "stackgan-v2-birds": ("stackgan-v2", "birds", "netG_210000.pth", lambda: G_NET(), True),  # 21.2 M parameters
+    # StackGAN-Pytorch calls nn.parallel.data_parallel on the bare module: no ``module.`` names
+    "stackgan-v1-coco": ("stackgan-v1", "v1-coco", "netG_epoch_90.pth", lambda: STAGE2_G(STAGE1_G()), False),  # 57.2 M
+}
+
+
+@pytest.fixture(scope="module", params=list(RELEASED))
+def released(request, tmp_path_factory) -> tuple[str, str, nn.Module, Path]:
+    """An official released generator with random weights, saved as the released file was."""
+    family, preset, name, build, data_parallel = RELEASED[request.param]
+    net = randomised(build())
+    path = tmp_path_factory.mktemp("official") / name
+    return family, preset, net, _save(released_state_dict(net, data_parallel=data_parallel), path)
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +103,24 @@ def small_pipe(small, tmp_path_factory) -> Path:
     return out
 
 
-def test_birds_import_reproduces_the_official_forward_pass(birds, tmp_path, runner):
-    net, weights = birds
-    out = tmp_path / "birds"
-    result = runner.invoke(app, ["import", str(weights), "--from", "stackgan-v2", "--preset", "birds", "--out", str(out)])
+def test_released_model_import_reproduces_the_official_forward_pass(released, tmp_path, runner):
+    family, preset, net, weights = released
+    out = tmp_path / "imported"
+    result = runner.invoke(app, ["import", str(weights), "--from", family, "--preset", preset, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "64/128/256 px" in result.stdout and "--embeddings" in result.stdout
+    resolutions = {"stackgan-v2": "64/128/256 px", "stackgan-v1": "64/256 px"}[family]
+    assert resolutions in result.stdout and "--embeddings" in result.stdout
     pipe = Text2ImagePipeline.from_pretrained(out)
     assert pipe.text_encoder is None
     assert pipe.source == {
-        "family": "stackgan-v2", "file": "netG_210000.pth", "sha256": sha256_file(weights), "preset": "birds",
+        "family": family, "file": weights.name, "sha256": sha256_file(weights), "preset": preset,
         "tensors": len(pipe.generator.state_dict()), "documentation": pipe.source["documentation"],
     }
-    differences = _max_differences(net, pipe)
+    batch = 2 if family == "stackgan-v2" else 1
+    differences = _max_differences(net, pipe, batch)
     # The refine stages' default split joint conv sums in another order: float32 rounding only.
-    literal = _max_differences(net, Text2ImagePipeline(pipe.generator.split_condition(False), None, pipe.config))
-    print(f"birds: max |official - stackgan2| per branch, mu, logvar: {differences}; literal joint conv: {literal}")
+    literal = _max_differences(net, Text2ImagePipeline(pipe.generator.split_condition(False), None, pipe.config), batch)
+    print(f"{family} {preset}: max |official - stackgan2| per branch, mu, logvar: {differences}; literal: {literal}")
     assert max(differences) <= TOLERANCE and max(literal) <= TOLERANCE, (differences, literal)
 
 
@@ -108,6 +132,16 @@ def test_four_branches_new_file_format_plain_names_with_counters(tmp_path):
     differences = _max_differences(net, Text2ImagePipeline.from_pretrained(tmp_path / "out"), batch=1)
     assert len(differences) == 4 + 2 and max(differences) <= TOLERANCE, differences
     assert pipe.config.model.resolutions == [64, 128, 256, 512]
+
+
+def test_stackgan_v1_stage_one_file_is_recognised_by_its_names(tmp_path):
+    """A Stage-I file (no ``STAGE1_G.`` names) becomes a Stage-I pipeline of the v1-coco preset."""
+    net = randomised(STAGE1_G(gf_dim=16), seed=4)
+    weights = _save(released_state_dict(net, data_parallel=False), tmp_path / "netG_epoch_120.pth")
+    pipe = import_official(weights, "stackgan-v1", tmp_path / "out", overrides={"model.ngf": 16})
+    assert pipe.config.model.v1_stage == 1 and pipe.config.model.resolutions == [64]
+    differences = _max_differences(net, Text2ImagePipeline.from_pretrained(tmp_path / "out"))
+    assert len(differences) == 3 and max(differences) <= TOLERANCE, differences
 
 
 def _mutated(small, tmp_path: Path, change) -> Path:
@@ -201,7 +235,7 @@ def test_unsafe_or_broken_files_are_refused_without_running_them(small, tmp_path
 
 def test_other_families_are_named_but_not_available_yet(small, tmp_path, runner):
     _, weights, _ = small
-    for family, code in (("attngan", 2), ("stackgan-v1", 2), ("stackgan-v3", 2)):
+    for family, code in (("attngan", 2), ("stackgan-v3", 2)):
         result = runner.invoke(app, ["import", str(weights), "--from", family, "--out", str(tmp_path / "out")])
         assert result.exit_code == code and family in result.stderr, result.output
     assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from stackgan2.config import ModelConfig
 
@@ -15,7 +16,8 @@ class OfficialFamily:
     ``generator_prefixes(model)`` maps every official module prefix of the generator (as its
     ``state_dict()`` names them, without ``module.``) to this project's prefix for ``model``'s
     architecture; tensor names below a prefix are the same on both sides. ``diagnose(names)`` says,
-    for a file whose names do not fit, what it seems to be instead (or None).
+    for a file whose names do not fit, what it seems to be instead (or None); ``detect(names)`` reads
+    config overrides from the file's names (e.g. which StackGAN v1 stage it holds), below the user's.
     """
 
     name: str                                                # the --from value, e.g. "stackgan-v2"
@@ -25,3 +27,4 @@ class OfficialFamily:
     generator_prefixes: Callable[[ModelConfig], dict[str, str]]
     diagnose: Callable[[set[str]], str | None]
     documentation: str                                       # where the official files are described
+    detect: Callable[[set[str]], dict[str, Any]] = lambda names: {}

@@ -26,12 +26,13 @@ from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.io import check_output_dir, sha256_file
 from stackgan2.networks import build_generator
 from stackgan2.official.family import OfficialFamily
+from stackgan2.official.stackgan_v1 import STACKGAN_V1
 from stackgan2.official.stackgan_v2 import STACKGAN_V2
 from stackgan2.pipeline import Text2ImagePipeline, _build_generator
 
-FAMILIES: dict[str, OfficialFamily] = {STACKGAN_V2.name: STACKGAN_V2}
-# Accepted by --from but not importable yet: their networks are not part of this stackgan2 version.
-PLANNED = ("attngan", "stackgan-v1")
+FAMILIES: dict[str, OfficialFamily] = {family.name: family for family in (STACKGAN_V2, STACKGAN_V1)}
+# Accepted by --from but not importable yet: its networks are not part of this stackgan2 version.
+PLANNED = ("attngan",)
 DATA_PARALLEL_PREFIX = "module."
 OPTIONAL_BUFFER = "num_batches_tracked"
 
@@ -134,19 +135,22 @@ def import_official(
 ) -> Text2ImagePipeline:
     """Convert the official generator file ``weights`` of ``family`` into the pipeline directory ``out``.
 
-    The architecture comes from ``preset`` (default: the family's released model) < ``config_file``
-    < ``overrides``, as for training. Returns the pipeline, which records its ``source``.
+    The architecture comes from ``preset`` (default: the family's released model) < ``config_file`` <
+    what the file's names tell (``OfficialFamily.detect``, e.g. the StackGAN v1 stage) < ``overrides``.
+    Returns the pipeline, which records its ``source``.
     """
     chosen = get_family(family)
-    config = resolve_config(preset or chosen.default_preset, config_file, overrides)
+    check_output_dir(out)
+    weights = Path(weights)
+    official = read_official_weights(weights)
+    detected = chosen.detect(set(official))
+    config = resolve_config(preset or chosen.default_preset, config_file, {**detected, **(overrides or {})})
     if config.model.arch != chosen.arch:
         raise UsageError(
             f"preset {config.preset!r} builds a {config.model.arch} model; --from {chosen.name} needs a {chosen.arch} "
             f"preset such as {chosen.default_preset!r}"
         )
-    check_output_dir(out)
-    weights = Path(weights)
-    state = map_to_project(read_official_weights(weights), chosen, config, weights)
+    state = map_to_project(official, chosen, config, weights)
     generator = _build_generator(config, state, weights)
     source = {
         "family": chosen.name,
