@@ -69,13 +69,39 @@ class ConditioningAugmentation(nn.Module):
         return mu + std * eps, mu, logvar
 
 
+class TextAffine(nn.Module):
+    """DF-GAN's text-conditioned per-channel affine: ``gamma(c) * x + beta(c)``.
+
+    gamma and beta are each ``Linear(c_dim, C) -> ReLU -> Linear(C, C)``; the second Linear starts at
+    weight 0 and bias 1 (gamma) / 0 (beta), so the block starts as the identity (tobran/DF-GAN
+    ``code/models/GAN.py`` ``Affine._initialize``). Here it follows each G up-block's GLU, keeping the
+    official batch norm (levers.md, "Porting to StackGAN++"), and is driven by the CA code c.
+    """
+
+    def __init__(self, c_dim: int, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Sequential(nn.Linear(c_dim, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
+        self.beta = nn.Sequential(nn.Linear(c_dim, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
+        self.reset_identity()
+
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        for head, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
+            head[-1].weight.zero_()
+            head[-1].bias.fill_(bias)
+
+    def forward(self, x: Tensor, c_code: Tensor) -> Tensor:
+        return self.gamma(c_code)[:, :, None, None] * x + self.beta(c_code)[:, :, None, None]
+
+
 class InitStage(nn.Module):
     """[c ; z] -> Linear -> BN1d -> GLU -> 4x4 x channels, then up-blocks halving the width.
 
-    Official INIT_STAGE_G: 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf.
+    Official INIT_STAGE_G: 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf. With ``c_dim`` (deep text
+    fusion) a ``TextAffine`` follows every up-block.
     """
 
-    def __init__(self, in_dim: int, channels: int, num_upsamples: int = 4) -> None:
+    def __init__(self, in_dim: int, channels: int, num_upsamples: int = 4, c_dim: int | None = None) -> None:
         super().__init__()
         self.channels = channels
         self.fc = nn.Sequential(
@@ -84,10 +110,17 @@ class InitStage(nn.Module):
             GLU(),
         )
         self.upsample = nn.Sequential(*[glu_block(channels // 2**i, channels // 2 ** (i + 1), True) for i in range(num_upsamples)])
+        self.fusion = (
+            nn.ModuleList(TextAffine(c_dim, channels // 2 ** (i + 1)) for i in range(num_upsamples)) if c_dim else None
+        )
 
-    def forward(self, code: Tensor) -> Tensor:
+    def forward(self, code: Tensor, c_code: Tensor | None = None) -> Tensor:
         hidden = self.fc(code).view(-1, self.channels, 4, 4)
-        return self.upsample(hidden)
+        if self.fusion is None:
+            return self.upsample(hidden)
+        for block, fuse in zip(self.upsample, self.fusion, strict=True):
+            hidden = fuse(block(hidden), c_code)
+        return hidden
 
 
 def _stretch(small: Tensor, dim: int, size: int) -> Tensor:
@@ -121,13 +154,14 @@ class RefineStage(nn.Module):
     False`` computes literally (the plain benchmark path).
     """
 
-    def __init__(self, channels: int, c_dim: int, r_num: int) -> None:
+    def __init__(self, channels: int, c_dim: int, r_num: int, text_fusion: bool = False) -> None:
         super().__init__()
         self.c_dim = c_dim
         self.split_condition = True
         self.joint = glu_block(channels + c_dim, channels, upsample=False)
         self.residual = nn.Sequential(*[ResBlock(channels) for _ in range(r_num)])
         self.upsample = glu_block(channels, channels // 2, upsample=True)
+        self.fusion = TextAffine(c_dim, channels // 2) if text_fusion else None
 
     def forward(self, hidden: Tensor, c_code: Tensor) -> Tensor:
         height, width = hidden.shape[-2:]
@@ -139,7 +173,8 @@ class RefineStage(nn.Module):
         else:
             condition = c_code[:, :, None, None].expand(-1, -1, height, width)
             out = self.joint(torch.cat([condition, hidden], dim=1))
-        return self.upsample(self.residual(out))
+        out = self.upsample(self.residual(out))
+        return out if self.fusion is None else self.fusion(out, c_code)
 
 
 class ToImage(nn.Module):
@@ -168,10 +203,11 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim)
         num_upsamples = int(math.log2(cfg.base_size // 4))
-        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples)
+        fusion_dim = cfg.c_dim if cfg.g_text_fusion else None
+        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, fusion_dim)
         widths = [cfg.ngf // 2**i for i in range(cfg.stage_num)]
         self.refine_stages = nn.ModuleList(
-            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1))
+            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1), cfg.g_text_fusion)
             for i in range(1, cfg.stage_num)
         )
         self.to_images = nn.ModuleList(ToImage(width) for width in widths)
@@ -191,7 +227,7 @@ class Generator(nn.Module):
             f"sentence_embedding: expected ({batch}, {self.cfg.text_dim}), got {tuple(sentence_embedding.shape)}"
         )
         c_code, mu, logvar = self.ca(sentence_embedding, eps)
-        hidden = self.init_stage(torch.cat([c_code, z], dim=1))
+        hidden = self.init_stage(torch.cat([c_code, z], dim=1), c_code)
         images = [self.to_images[0](hidden)]
         for refine, to_image in zip(self.refine_stages, self.to_images[1:], strict=True):
             hidden = refine(hidden, c_code)
@@ -208,9 +244,10 @@ def _down(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Se
     return nn.Sequential(*layers)
 
 
-def _conv3x3_leaky(in_channels: int, out_channels: int) -> nn.Sequential:
-    """conv3x3 -> BN -> LeakyReLU(0.2) (official Block3x3_leakRelu)."""
-    return nn.Sequential(conv3x3(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True))
+def _conv3x3_leaky(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+    """conv3x3 [-> BN] -> LeakyReLU(0.2) (official Block3x3_leakRelu)."""
+    norm = [nn.BatchNorm2d(out_channels)] if batch_norm else []
+    return nn.Sequential(conv3x3(in_channels, out_channels), *norm, nn.LeakyReLU(0.2, inplace=True))
 
 
 class StageDiscriminator(nn.Module):
@@ -221,26 +258,36 @@ class StageDiscriminator(nn.Module):
     many 3x3 blocks bring the code back to 8*ndf at 4x4 (official D_NET128/256/512). Resolutions
     below 64 use only the first log2(resolution / 4) blocks. ``forward`` returns the conditional and
     unconditional logits (no sigmoid: losses use BCE-with-logits).
+
+    Levers (off = official): ``projection`` adds ``<W mu, mean-pooled code>`` to the conditional logit
+    (Miyato & Koyama 2018: ``out = l7(h) + sum(l_y(y) * h)`` in sngan_projection's snresnet.py, with a
+    Linear on the text code in place of the class embedding, as XMC-GAN does); ``norm="spectral"``
+    drops every batch norm and puts spectral norm on every conv and linear layer.
     """
 
-    def __init__(self, resolution: int, ndf: int, c_dim: int) -> None:
+    def __init__(self, resolution: int, ndf: int, c_dim: int, projection: bool = False, norm: str = "batch") -> None:
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
             raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
         self.resolution, self.c_dim = resolution, c_dim
+        bn = norm == "batch"
         downs = int(math.log2(resolution // 4))
         head = min(downs, 4)
         widths = [ndf * 2**i for i in range(head)]
         blocks = [_down(3, widths[0], batch_norm=False)]
-        blocks += [_down(widths[i - 1], widths[i]) for i in range(1, head)]
+        blocks += [_down(widths[i - 1], widths[i], bn) for i in range(1, head)]
         extra = downs - head
-        blocks += [_down(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1)) for i in range(extra)]
-        blocks += [_conv3x3_leaky(widths[-1] * 2 ** (i + 1), widths[-1] * 2**i) for i in reversed(range(extra))]
+        blocks += [_down(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1), bn) for i in range(extra)]
+        blocks += [_conv3x3_leaky(widths[-1] * 2 ** (i + 1), widths[-1] * 2**i, bn) for i in reversed(range(extra))]
         self.encoder = nn.Sequential(*blocks)
         code_channels = widths[-1]
         self.uncond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
-        self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels)
+        self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels, bn)
         self.cond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
+        self.projection = nn.Linear(c_dim, code_channels, bias=False) if projection else None
+        if norm == "spectral":
+            for layer in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]:
+                nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, images: Tensor, condition: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
         """Conditional and unconditional logits, (B,) each.
@@ -258,7 +305,10 @@ class StageDiscriminator(nn.Module):
         assert batch % groups == 0, f"a batch of {batch} does not split into {groups} equal groups"
         code = _grouped(self.encoder, images, groups)
         joint = _grouped(self.joint, torch.cat([condition[:, :, None, None].expand(-1, -1, 4, 4), code], dim=1), groups)
-        return self.cond_logits(joint).view(-1), self.uncond_logits(code).view(-1)
+        cond = self.cond_logits(joint).view(-1)
+        if self.projection is not None:
+            cond = cond + (self.projection(condition) * code.mean(dim=(2, 3))).sum(dim=1)
+        return cond, self.uncond_logits(code).view(-1)
 
 
 def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
@@ -277,22 +327,36 @@ def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
 
 def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:
     """One StageDiscriminator per generator branch."""
-    return nn.ModuleList(StageDiscriminator(res, cfg.ndf, cfg.c_dim) for res in cfg.resolutions)
+    return nn.ModuleList(
+        StageDiscriminator(res, cfg.ndf, cfg.c_dim, cfg.d_projection, cfg.d_norm) for res in cfg.resolutions
+    )
 
 
 @torch.no_grad()
 def init_weights(module: nn.Module) -> None:
-    """Official weights_init: orthogonal conv/linear weights, linear bias 0, BN weight N(1, 0.02), bias 0."""
+    """Official weights_init: orthogonal conv/linear weights, linear bias 0, BN weight N(1, 0.02), bias 0.
+
+    A spectrally normalised layer gets its stored (unnormalised) weight initialised; ``TextAffine``
+    blocks are then reset to the identity.
+    """
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.orthogonal_(m.weight, 1.0)
-        elif isinstance(m, nn.Linear):
-            nn.init.orthogonal_(m.weight, 1.0)
-            if m.bias is not None:
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.orthogonal_(_raw_weight(m), 1.0)
+            if isinstance(m, nn.Linear) and m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             m.weight.normal_(1.0, 0.02)
             m.bias.zero_()
+    for m in module.modules():
+        if isinstance(m, TextAffine):
+            m.reset_identity()
+
+
+def _raw_weight(layer: nn.Module) -> Tensor:
+    """The weight tensor a layer stores: under spectral norm the parametrization's original."""
+    if nn.utils.parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return layer.weight
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -35,7 +35,13 @@ from torch import Tensor
 from stackgan2.config import ExperimentConfig, TrainConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
-from stackgan2.losses import color_consistency_loss, discriminator_loss, generator_adversarial_loss, kl_loss
+from stackgan2.losses import (
+    color_consistency_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    kl_loss,
+    matching_aware_gradient_penalty,
+)
 from stackgan2.networks import Generator, build_discriminators, init_weights
 from stackgan2.progress import ProgressFn, report
 from stackgan2.training.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
@@ -252,7 +258,14 @@ class Trainer:
                     real_out = D(real[i], condition)
                     wrong_out = D(wrong[i], condition)
                     fake_out = D(fakes[i].detach(), condition)
-                loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
+                loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef, t.gan_loss)
+                if t.ma_gp_coef > 0:
+                    # A separate real pass (levers.md section 4: through the stacked batch it doubles D's cost).
+                    images = real[i].detach().requires_grad_(True)
+                    code = condition.detach().requires_grad_(True)
+                    gp = matching_aware_gradient_penalty(D(images, code)[0], images, code, t.ma_gp_coef, t.ma_gp_power)
+                    loss = loss + gp
+                    terms["ma_gp"] = gp.detach()
             D_params = list(self.discriminators[i].parameters())
             self._update(loss, opt, scaler, D_params, f"D{i} ({self.discriminators[i].resolution} px)", terms)
             stats.update({f"D{i}/{k}": v for k, v in terms.items()})
@@ -264,7 +277,7 @@ class Trainer:
             with self._autocast():
                 adversarial = mu.new_zeros(())
                 for i, D in enumerate(self.D_forwards):
-                    loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef)
+                    loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef, t.gan_loss)
                     adversarial = adversarial + loss
                     stats.update({f"G{i}/{k}": v for k, v in terms.items()})
                 kl = kl_loss(mu.float(), logvar.float())
@@ -366,17 +379,27 @@ class Trainer:
     def start_from(self, weights: InitialWeights) -> None:
         """Load G, G_ema and (when the source has them) the discriminators of another model; the
         optimisers, step and random streams start fresh (``train.init_from``: fine-tuning). A different
-        discriminator width (``model.ndf``) is allowed: the discriminators then start fresh."""
-        stored, ndf = weights.config.model.model_dump(mode="json"), self.cfg.model.ndf
-        self._check_architecture({**stored, "ndf": ndf}, f"--init-from {weights.source}")  # ndf shapes only D
+        discriminator width (``model.ndf``) is allowed: the discriminators then start fresh. More
+        branches (``model.stage_num``) than the source are allowed too (growing the tree): the source's
+        branches are loaded and the new refine stages, image heads and discriminators start fresh."""
+        stored, ndf, stages = weights.config.model.model_dump(mode="json"), self.cfg.model.ndf, self.cfg.model.stage_num
+        grown = stored["stage_num"] < stages
+        normalised = {**stored, "ndf": ndf, "stage_num": stages if grown else stored["stage_num"]}
+        self._check_architecture(normalised, f"--init-from {weights.source}")  # ndf shapes only D
         states = dict(weights.states)
         if stored["ndf"] != ndf and states.pop("D", None) is not None:
             log.info("--init-from %s: its discriminators have ndf %s, this run %s; they start fresh",
                      weights.source, stored["ndf"], ndf)
+        if grown:
+            log.info("--init-from %s: growing the tree from %d to %d branches; the new ones start fresh",
+                     weights.source, stored["stage_num"], stages)
         modules = {"G": self.G, "G_ema": self.G_ema, "D": self.discriminators}
         try:
             for name, state in states.items():
-                modules[name].load_state_dict(state)
+                missing, unexpected = modules[name].load_state_dict(state, strict=not grown)
+                new = [k for k in missing if _branch_of(name, k) < stored["stage_num"]]
+                if unexpected or new:
+                    raise RuntimeError(f"unexpected keys {unexpected[:3]}, missing keys {new[:3]}")
         except RuntimeError as exc:
             raise CheckpointError(f"--init-from {weights.source} does not fit this model: {str(exc).splitlines()[0]}") from None
 
@@ -595,6 +618,18 @@ def load_initial_weights(source: Path) -> InitialWeights:
     pipe = Text2ImagePipeline.from_pretrained(source)  # CheckpointError for anything that is not a model
     state = pipe.generator.state_dict()
     return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, source / TEXT_ENCODER_DIR)
+
+
+def _branch_of(module: str, key: str) -> int:
+    """The branch a state-dict key belongs to (0 = base resolution): refine stage i feeds branch i + 1."""
+    parts = key.split(".")
+    if module == "D":
+        return int(parts[0])
+    if parts[0] == "refine_stages":
+        return int(parts[1]) + 1
+    if parts[0] == "to_images":
+        return int(parts[1])
+    return 0
 
 
 def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
