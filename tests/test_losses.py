@@ -122,10 +122,13 @@ def test_hinge_losses_by_hand():
 def test_matching_aware_gradient_penalty_by_hand():
     # logits = <x, a> + <c, b> per sample: the gradient is (a, b) for every sample, so the penalty is
     # coef * (|a|^2 + |b|^2)^(p/2).
-    a, b = torch.tensor([[[[1.0, 2.0]]]]), torch.tensor([2.0, 0.0, 1.0])
+    a = torch.tensor([[[[1.0, 2.0]]]], requires_grad=True)  # D's "weights"
+    b = torch.tensor([2.0, 0.0, 1.0], requires_grad=True)
     images = torch.randn(4, 1, 1, 2, requires_grad=True)
     condition = torch.randn(4, 3, requires_grad=True)
     logits = (images * a).flatten(1).sum(1) + condition @ b
     gp = matching_aware_gradient_penalty(logits, images, condition, coef=2.0, power=6.0)
     assert gp.item() == pytest.approx(2.0 * 10.0**3)
-    gp.backward()  # part of D's loss: it must keep a graph
+    gp.backward()  # part of D's loss: it keeps the graph down to D's weights
+    # d/da of 2 (|a|^2 + |b|^2)^3 = 12 (|a|^2 + |b|^2)^2 a
+    assert torch.allclose(a.grad, 12 * 100.0 * a.detach())
