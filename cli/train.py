@@ -64,6 +64,8 @@ def train(
     ma_gp_power: Annotated[float | None, Opt("--ma-gp-power", help="MA-GP power p (DF-GAN: 6).")] = None,
     stacked_d_passes: Annotated[bool | None, Opt("--stacked-d-passes/--no-stacked-d-passes", help="D step: real, wrong "
         "and fake images in one stacked pass (same maths; cheaper with --d-norm spectral).")] = None,
+    damsm_coef: Annotated[float | None, Opt("--damsm-coef", help="DAMSM generator loss weight on the last branch, "
+                          "frozen pretrained DAMSM encoders (AttnGAN: 5 birds, 50 COCO; 0 = off).")] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
@@ -107,6 +109,7 @@ def train(
         "train.ma_gp_coef": ma_gp,
         "train.ma_gp_power": ma_gp_power,
         "train.stacked_d_passes": stacked_d_passes,
+        "train.damsm_coef": damsm_coef,
         "train.seed": seed,
         "train.device": device,
         "train.amp": amp,

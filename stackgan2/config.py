@@ -124,6 +124,10 @@ class TrainConfig(_Frozen):
         "matching pairs, w.r.t. image and text (DF-GAN: k = 2, p = 6); 0 = off; needs model.d_norm = spectral",
     )
     ma_gp_power: float = Field(6.0, gt=0, description="the MA-GP power p (DF-GAN: 6)")
+    damsm_coef: float = Field(
+        0.0, ge=0, description="DAMSM generator loss weight (lambda) on the last branch, with the frozen "
+        "pretrained DAMSM encoders; 0 = off (AttnGAN bird_attn2.yml: 5, coco_attn2.yml: 50)",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
         True,

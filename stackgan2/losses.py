@@ -4,7 +4,8 @@ The defaults reproduce what the official hanzhanggit/StackGAN-v2 ``code/trainer.
 (``train_Dnet`` / ``train_Gnet``, ``KL_loss``, ``compute_mean_covariance``), which differs from the
 paper's equations in two places: the discriminator also sees mismatched ("wrong") real images, and
 with the unconditional head on, the real / wrong / fake terms are summed without the paper's
-halving. Sigmoid + ``BCELoss`` (official) is replaced by the numerically safe
+halving. ``damsm_loss`` is AttnGAN's DAMSM generator term (taoxugit/AttnGAN ``miscc/losses.py``), usable by
+every family through ``train.damsm_coef``. Sigmoid + ``BCELoss`` (official) is replaced by the numerically safe
 ``binary_cross_entropy_with_logits``; tests check the two agree.
 """
 
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from stackgan2.text.damsm import sentence_loss, word_loss
 
 Logits = tuple[Tensor, Tensor]  # (conditional logits, unconditional logits), each (B,)
 
@@ -106,3 +109,28 @@ def color_consistency_loss(images: Sequence[Tensor]) -> Tensor:
         mu_low, cov_low = mean_covariance(lower.detach())
         total = total + F.mse_loss(mu_up, mu_low) + 5.0 * F.mse_loss(cov_up, cov_low)
     return total
+
+
+def damsm_loss(
+    regions: Tensor,
+    image_global: Tensor,
+    words: Tensor,
+    sentence: Tensor,
+    lengths: Tensor,
+    class_ids: Tensor,
+    gammas: tuple[float, float, float] = (4.0, 5.0, 10.0),
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """AttnGAN's DAMSM generator loss, unweighted: (w_loss0 + w_loss1) + (s_loss0 + s_loss1).
+
+    ``regions`` (B, D, h, w) and ``image_global`` (B, D) are the frozen image encoder's features of
+    the generated images, ``words`` (B, D, T), ``sentence`` (B, D) and ``lengths`` (B,) the text
+    encoder's features of their captions. Word and sentence matching are scored in both directions
+    (image -> caption and caption -> image) with different-item same-class pairs left out of the
+    negatives (``stackgan2.text.damsm``); ``gammas`` = (gamma1, gamma2, gamma3), AttnGAN 4 / 5 / 10.
+    The official ``generator_loss`` multiplies the sum by LAMBDA (``train.damsm_coef``: 5 birds, 50 COCO).
+    Returns the sum and its two terms (detached) for logging.
+    """
+    gamma1, gamma2, gamma3 = gammas
+    word = word_loss(regions, words, lengths, class_ids, gamma1, gamma2, gamma3)
+    sentence_term = sentence_loss(image_global, sentence, class_ids, gamma3)
+    return word + sentence_term, {"word": word.detach(), "sentence": sentence_term.detach()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -13,6 +15,22 @@ torch.set_num_threads(1)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's real cache: every test session renders into its own folder."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_propagates():
+    """The CLI's setup_logging turns propagation off on the "stackgan2" logger and adds its own stderr
+    handler; after an in-process CLI run (a test's or a session fixture's), a later test's caplog (a root
+    handler) would see no library warning. Every test starts and ends with the library's own state."""
+
+    def reset() -> None:
+        logger = logging.getLogger("stackgan2")
+        logger.propagate, logger.handlers[:] = True, []
+        logger.setLevel(logging.NOTSET)
+
+    reset()
+    yield
+    reset()
 
 
 @pytest.fixture

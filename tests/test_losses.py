@@ -7,6 +7,7 @@ from torch import nn
 from stackgan2.losses import (
     bce,
     color_consistency_loss,
+    damsm_loss,
     discriminator_loss,
     generator_adversarial_loss,
     kl_loss,
@@ -132,3 +133,42 @@ def test_matching_aware_gradient_penalty_by_hand():
     gp.backward()  # part of D's loss: it keeps the graph down to D's weights
     # d/da of 2 (|a|^2 + |b|^2)^3 = 12 (|a|^2 + |b|^2)^2 a
     assert torch.allclose(a.grad, 12 * 100.0 * a.detach())
+def _damsm_batch():
+    """Two images with one 1x1 region each and two one-word captions padded to T = 2 with garbage."""
+    regions = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)
+    image_global = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    words = torch.tensor([[[1.0, 5.0], [0.0, -3.0]], [[1.0, 5.0], [1.0, -3.0]]])  # (B, D, T); column 1 is padding
+    sentence = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    return regions, image_global, words, sentence, torch.tensor([1, 1])
+
+
+def test_damsm_loss_matches_hand_computation():
+    regions, image_global, words, sentence, lengths = _damsm_batch()
+    total, terms = damsm_loss(regions, image_global, words, sentence, lengths, torch.tensor([0, 1]), (4.0, 5.0, 10.0))
+
+    def softplus(x):
+        return math.log1p(math.exp(x))
+
+    a = 1 / math.sqrt(2)
+    # One word, one region: R(Q_j, D_i) = gamma2 cos(region_i, word_j); scores[image, caption] = gamma3 * that
+    # = 50 [[1, a], [0, a]]. Cross-entropy of the diagonal over rows (image -> caption) and columns.
+    rows = (softplus(50 * a - 50) + softplus(-50 * a)) / 2
+    columns = (softplus(-50) + math.log(2)) / 2
+    word = rows + columns
+    # Sentence: gamma3 cos(global_i, sentence_j) = 10 [[1, 0], [a, a]].
+    sentence_rows = (softplus(-10) + math.log(2)) / 2
+    sentence_columns = (softplus(10 * a - 10) + softplus(-10 * a)) / 2
+    sent = sentence_rows + sentence_columns
+    assert terms["word"].item() == pytest.approx(word, rel=1e-5)
+    assert terms["sentence"].item() == pytest.approx(sent, rel=1e-5)
+    assert total.item() == pytest.approx(word + sent, rel=1e-5)
+
+
+def test_damsm_loss_masks_same_class_negatives_and_reaches_the_images():
+    regions, image_global, words, sentence, lengths = _damsm_batch()
+    regions.requires_grad_(True)
+    total, _ = damsm_loss(regions, image_global, words, sentence, lengths, torch.tensor([3, 3]))
+    assert total.item() == pytest.approx(0.0, abs=1e-6)  # both items share a class: no negatives remain
+    different, _ = damsm_loss(regions, image_global, words, sentence, lengths, torch.tensor([0, 1]))
+    different.backward()
+    assert regions.grad.abs().sum() > 0

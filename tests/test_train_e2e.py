@@ -58,6 +58,16 @@ def test_phase0_and_run_directory_contract(runner, tmp_path):
     assert (run / "samples" / "epoch-0001.png").is_file()  # 8 steps per epoch with 64 images / batch 8
 
 
+def test_damsm_coef_trains_and_logs_the_damsm_terms(runner, tmp_path, text_encoder):
+    run = tmp_path / "run"
+    result = _train(runner, "--run-dir", str(run), "--max-steps", "2", "--text-encoder", str(text_encoder),
+                    "--damsm-coef", "5")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["train"]["damsm_coef"] == 5.0
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(r["DAMSM/word"] > 0 and r["DAMSM/sentence"] > 0 for r in records)
+
+
 @pytest.mark.parametrize("stage_num", [1, 2])
 def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
     run = tmp_path / f"run{stage_num}"

@@ -109,6 +109,42 @@ def test_non_finite_loss_stops_with_stage_name(cfg, tmp_path):
         trainer.train_step(real, wrong, emb)
 
 
+def _prompt_encoder(cfg):
+    """A small untrained DAMSM text + image encoder pair matching ``cfg.text`` (no pretraining needed)."""
+    from stackgan2.text import ImageEncoder, PromptEncoder, TextEncoder, Vocabulary
+
+    torch.manual_seed(0)
+    vocab = Vocabulary(["a", "red", "blue", "bird", "with", "wings", "black"])
+    tc = cfg.text
+    return PromptEncoder(vocab, TextEncoder(len(vocab), tc.word_dim, tc.dim), tc, None, ImageEncoder(tc.dim, tc.image_width))
+
+
+CAPTIONS = ["a red bird", "a blue bird with black wings", "red wings", "a bird"]
+
+
+def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path):
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_coef": 5.0})})
+    trainer = Trainer(cfg, tmp_path)
+    real, wrong, emb = _batch(cfg)
+    with pytest.raises(TrainingError, match="damsm_coef"):
+        trainer.train_step(real, wrong, emb)
+    trainer.attach_text_encoder(_prompt_encoder(cfg))
+    scored = []
+    original = trainer.damsm.images
+    trainer.damsm.images = lambda images: scored.append(tuple(images.shape)) or original(images)
+    text = trainer.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3]))
+    assert text.words.shape[:2] == (4, cfg.text.dim) and not text.words.requires_grad
+    stats = trainer.train_step(real, wrong, emb, text)
+    assert scored == [(4, 3, 32, 32)]  # lambda only on the last (32 px) branch, once per step
+    t = cfg.train
+    rest = stats["G/adversarial"] + t.kl_coef * stats["KL"] + t.color_coef * stats["color"]
+    damsm = stats["DAMSM/word"] + stats["DAMSM/sentence"]
+    assert damsm > 0
+    assert stats["G/total"].item() == pytest.approx((rest + 5.0 * damsm).item(), rel=1e-5)
+    # the frozen encoders never train
+    assert not any(p.requires_grad for p in trainer.damsm.encoder.image_encoder.parameters())
+
+
 def test_epoch_batches_deterministic_sharded_and_resumable():
     a = EpochBatches(50, 8, seed=3, epoch=2, ctx=DistContext())
     b = EpochBatches(50, 8, seed=3, epoch=2, ctx=DistContext())
@@ -233,10 +269,10 @@ def test_on_nan_policy(tmp_path, policy):
     trainer = Trainer(cfg, tmp_path / "run")
     original = trainer._train_step
 
-    def poisoned(real, wrong, embedding):
+    def poisoned(real, wrong, embedding, text):
         if trainer.step == 5:  # the 6th step goes wrong, after the checkpoint at step 4
             raise NonFiniteLoss("non-finite D2 (32 px) loss term fake at step 6")
-        return original(real, wrong, embedding)
+        return original(real, wrong, embedding, text)
 
     trainer._train_step = poisoned
     dataset = _tiny_dataset(cfg)

@@ -130,6 +130,10 @@ def run_training(
         run.remove_stale_temp_files()
         run.write_config(cfg)
     embeddings = prepare_embeddings(cfg, run, dataset, trainer.device, ctx, progress_fn)
+    if trainer.needs_caption_features:
+        from stackgan2.text import PromptEncoder
+
+        trainer.attach_text_encoder(PromptEncoder.load(run.text_encoder))
     count = min(SAMPLE_CAPTIONS, len(dataset))
     sample_embeddings = torch.stack([torch.as_tensor(embeddings[i, 0]) for i in range(count)])
     sample_captions = [dataset.captions[i][0] for i in range(count)]

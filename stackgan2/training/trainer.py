@@ -5,7 +5,10 @@ forward passes (real, wrong, detached fake), conditioned on the detached CA mean
 stacks them into one pass whose batch norm still treats each third as its own batch); then one generator
 update through all freshly updated discriminators (conditioned on the undetached mean; the
 discriminators' parameters need no gradient there) plus KL and colour consistency; then the G_ema
-update. Losses come from ``stackgan2.losses``; the loop reports through ``progress_fn``.
+update. Losses come from ``stackgan2.losses``; the loop reports through ``progress_fn``. With
+``train.damsm_coef > 0`` the G loss adds AttnGAN's DAMSM term on the last branch, scored by the frozen
+pretrained DAMSM encoders (``attach_text_encoder``), which also turn each batch's captions into word
+features.
 
 Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
 randomness from (seed, epoch, index), (b) the epoch's permutation, derived from (seed, epoch), and
@@ -37,6 +40,7 @@ from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
 from stackgan2.losses import (
     color_consistency_loss,
+    damsm_loss,
     discriminator_loss,
     generator_adversarial_loss,
     kl_loss,
@@ -44,6 +48,7 @@ from stackgan2.losses import (
 )
 from stackgan2.networks import Generator, build_discriminators, init_weights
 from stackgan2.progress import ProgressFn, report
+from stackgan2.text.features import CaptionFeatures, FrozenDAMSM
 from stackgan2.training.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
 from stackgan2.training.distributed import (
     DistContext,
@@ -176,6 +181,20 @@ class Trainer:
         self.batch_in_epoch = 0
         self._stop_signal: int | None = None
         self.per_epoch = 1
+        self.damsm: FrozenDAMSM | None = None
+
+    @property
+    def needs_caption_features(self) -> bool:
+        """Whether every step needs the DAMSM features of its captions (``attach_text_encoder``)."""
+        return self.cfg.train.damsm_coef > 0
+
+    def attach_text_encoder(self, encoder: Any) -> None:
+        """The pretrained ``PromptEncoder`` whose frozen encoders give word features and the DAMSM loss."""
+        damsm = FrozenDAMSM(encoder, self.device)
+        if self.cfg.train.damsm_coef > 0 and not damsm.has_image_encoder:
+            raise CheckpointError("train.damsm_coef > 0 needs a text encoder saved with its DAMSM image encoder "
+                                  "(as `stackgan2 pretrain-text` writes it)")
+        self.damsm = damsm
 
     # ----------------------------------------------------------------------------------- the step
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -199,25 +218,28 @@ class Trainer:
         scaler.step(optimizer)
         scaler.update()
 
-    def train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor) -> dict[str, Tensor]:
+    def train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor,
+                   text: CaptionFeatures | None = None) -> dict[str, Tensor]:
         """One official StackGAN-v2 iteration; returns every loss term (detached tensors).
+
+        ``text``: the DAMSM features of the batch's captions, needed when ``needs_caption_features``.
 
         With ``train.compile`` the first call compiles; if compilation fails, the state from before
         the call is restored and training continues in eager mode (with a warning).
         """
         if not self._compile_pending:
-            return self._train_step(real, wrong, embedding)
+            return self._train_step(real, wrong, embedding, text)
         self._compile_pending = False
         snapshot = copy.deepcopy(self._resumable_state())
         try:
-            return self._train_step(real, wrong, embedding)
+            return self._train_step(real, wrong, embedding, text)
         except StackGAN2Error:
             raise
         except Exception as exc:  # torch._dynamo / inductor failures have many types
             log.warning("torch.compile failed (%s); continuing without --compile", str(exc).splitlines()[0][:200])
             self._restore_state(snapshot)
             self.G_forward, self.D_forwards = self.G, list(self.discriminators)
-            return self._train_step(real, wrong, embedding)
+            return self._train_step(real, wrong, embedding, text)
 
     def _resumable_state(self) -> dict[str, Any]:
         return {
@@ -238,8 +260,12 @@ class Trainer:
             _match_param_layout(opt)
         self.noise.set_state(state["noise"])
 
-    def _train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor) -> dict[str, Tensor]:
+    def _train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor,
+                    text: CaptionFeatures | None) -> dict[str, Tensor]:
         t = self.cfg.train
+        if self.needs_caption_features and (text is None or self.damsm is None):
+            raise TrainingError("train.damsm_coef > 0: the step needs the captions' DAMSM features and "
+                                "the attached text encoder (Trainer.attach_text_encoder)")
         batch = embedding.shape[0]
         z = torch.randn(batch, self.cfg.model.z_dim, device=self.device, generator=self.noise)
         eps = torch.randn(batch, self.cfg.model.c_dim, device=self.device, generator=self.noise)
@@ -284,13 +310,25 @@ class Trainer:
                 color = color_consistency_loss([f.float() for f in fakes]) if t.color_coef > 0 else kl.new_zeros(())
                 total = adversarial + t.kl_coef * kl + t.color_coef * color
             stats.update({"G/adversarial": adversarial.detach(), "KL": kl.detach(), "color": color.detach()})
-            self._update(total, self.opt_G, self.scalers[-1], list(self.G.parameters()), "G",
-                         {"adversarial": adversarial, "KL": kl, "color": color})
+            terms = {"adversarial": adversarial, "KL": kl, "color": color}
+            if t.damsm_coef > 0:
+                damsm, damsm_terms = self._damsm_loss(fakes[-1], text)
+                total = total + t.damsm_coef * damsm
+                terms.update({f"DAMSM/{k}": v for k, v in damsm_terms.items()})
+                stats.update({f"DAMSM/{k}": v for k, v in damsm_terms.items()})
+            self._update(total, self.opt_G, self.scalers[-1], list(self.G.parameters()), "G", terms)
             stats["G/total"] = total.detach()
         finally:
             self.discriminators.requires_grad_(True)
         self._update_ema()
         return stats
+
+    def _damsm_loss(self, images: Tensor, text: CaptionFeatures) -> tuple[Tensor, dict[str, Tensor]]:
+        """The DAMSM generator term (unweighted) of the last branch's images, in float32 (official
+        ``generator_loss``: only ``fake_imgs[-1]`` is scored)."""
+        regions, image_global = self.damsm.images(images.float())
+        gammas = (self.cfg.text.gamma1, self.cfg.text.gamma2, self.cfg.text.gamma3)
+        return damsm_loss(regions, image_global, text.words, text.sentence, text.lengths, text.class_ids, gammas)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -453,12 +491,15 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _to_device(self, batch: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    def _to_device(self, batch: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Tensor, CaptionFeatures | None]:
         def move(t: Tensor) -> Tensor:
             return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
         embedding = batch["embedding"].to(self.device, non_blocking=True).float()
-        return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], embedding
+        text = None
+        if self.needs_caption_features and self.damsm is not None:
+            text = self.damsm.captions(batch["caption"], batch["class_id"])
+        return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], embedding, text
 
     def epoch_length(self, dataset_size: int) -> int:
         """Iterations per epoch; StackGAN2Error if one batch needs more images than there are."""
@@ -504,11 +545,11 @@ class Trainer:
                 loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
                 tick = fetch = time.perf_counter()
                 for batch in loader:
-                    real, wrong, embedding = self._to_device(batch)
+                    real, wrong, embedding, text = self._to_device(batch)
                     data_seconds = time.perf_counter() - fetch  # waiting for the loader + the copy to the device
                     data_total += data_seconds
                     try:
-                        stats = self.train_step(real, wrong, embedding)
+                        stats = self.train_step(real, wrong, embedding, text)
                         skipped_in_a_row = 0
                     except NonFiniteLoss as exc:
                         skipped_in_a_row += 1
