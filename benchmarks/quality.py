@@ -153,18 +153,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--runs", type=Path, default=Path("runs/quality"), help="parent directory of the study's runs")
     parser.add_argument("--text-encoder", type=Path, default=None,
                         help="fixed pretrained text encoder (default: the shipped toy-birds model's)")
+    parser.add_argument("--extend", action="store_true",
+                        help="continue the finished row NAME (its flags, its clock) up to --minutes, adding evaluations")
     args = parser.parse_args(own)
     run_dir = args.runs / args.name
-    if latest_checkpoint(run_dir / "checkpoints") is not None:
-        parser.error(f"{run_dir} already holds a run; choose another --name")
+    evals, spent, commands = [], 0.0, []
+    if args.extend:
+        if not (run_dir / "quality.json").is_file():
+            parser.error(f"--extend: {run_dir} holds no finished row (quality.json)")
+        prior = json.loads((run_dir / "quality.json").read_text(encoding="utf-8"))
+        if train_args and train_args != prior["config"]:
+            parser.error(f"--extend: the row was trained with {shlex.join(prior['config'])}")
+        train_args, evals, spent = prior["config"], prior["evals"], prior["seconds"]
+        commands = prior.get("commands", [prior["command"]])
+    elif latest_checkpoint(run_dir / "checkpoints") is not None:
+        parser.error(f"{run_dir} already holds a run; choose another --name (or --extend it)")
     text_encoder = args.text_encoder or default_model() / "text_encoder"
     marks = sorted({float(m) for m in args.eval_at.split(",") if m.strip()} | {args.minutes})
-    if marks[0] <= 0 or marks[-1] > args.minutes:
-        parser.error(f"--eval-at minutes must lie in (0, {args.minutes}]")
+    marks = [m for m in marks if m * 60 > spent + 1]
+    if not marks or marks[0] <= 0 or marks[-1] > args.minutes:
+        parser.error(f"--eval-at and --minutes must lie in ({spent / 60:.1f}, {args.minutes}]")
 
-    evals, spent = [], 0.0
     for i, mark in enumerate(marks):
-        cmd = train_command(run_dir, train_args, text_encoder, resume=i > 0)
+        cmd = train_command(run_dir, train_args, text_encoder, resume=args.extend or i > 0)
         spent += train_segment(cmd, run_dir / "stats.jsonl", mark * 60 - spent)
         checkpoint = latest_checkpoint(run_dir / "checkpoints")
         tick = time.perf_counter()
@@ -180,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "branches": final["branches"],
         "evals": evals,
         "num_samples": args.num_samples,
-        "command": shlex.join(["python", "benchmarks/quality.py", *argv]),
+        "command": commands[0] if commands else shlex.join(["python", "benchmarks/quality.py", *argv]),
+        "commands": [*commands, shlex.join(["python", "benchmarks/quality.py", *argv])],
     }
     line = json.dumps(result)
     (run_dir / "quality.json").write_text(line + "\n", encoding="utf-8")
