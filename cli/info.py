@@ -26,7 +26,10 @@ def info(
     cfg = resolve_config(preset, config, model_overrides(stage_num, base_size, ngf, ndf, z_dim))
     console.print_json(cfg.to_json())
     rows, totals = model_summary(cfg.model)
-    table = Table(title=f"StackGAN++ ({cfg.preset} preset, {cfg.model.stage_num} stages)")
+    m = cfg.model
+    family = f"StackGAN v1, Stage I then Stage II; this config trains Stage {'I' * m.v1_stage}" if m.arch == "stackgan1" \
+        else f"StackGAN++, {m.stage_num} stages"
+    table = Table(title=f"{family} ({cfg.preset} preset)")
     for column in ("module", "parameters", "output shape"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for name, params, shape in rows:

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-Preset = Annotated[str, typer.Option("--preset", help="Shipped preset: tiny, toy, birds or flowers.")]
+Preset = Annotated[
+    str, typer.Option("--preset", help="Shipped preset: tiny, toy, birds, flowers (StackGAN++), v1-toy, v1-birds, v1-coco (StackGAN v1).")
+]
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="TOML file overriding the preset (sections: model, data, text, train).")
 ]

@@ -31,6 +31,8 @@ Opt = typer.Option
 @handle_errors
 def train(
     stage_num: StageNum = None,
+    v1_stage: Annotated[int | None, Opt("--v1-stage", help="StackGAN v1 presets (v1-*): 1 trains the Stage-I GAN, 2 the Stage-II GAN on a frozen Stage-I G (needs --stage1).")] = None,
+    stage1: Annotated[Path | None, Opt("--stage1", help="StackGAN v1 --v1-stage 2: the Stage-I run directory (or its checkpoint / exported model).")] = None,
     epochs: Annotated[int | None, Opt(help="Training epochs (official birds: 600).")] = None,
     batch_size: Annotated[int | None, Opt("--batch-size", help="Images per step per process (official: 24).")] = None,
     max_steps: Annotated[int | None, Opt("--max-steps", help="Stop after this many iterations.")] = None,
@@ -43,6 +45,7 @@ def train(
     run_dir: Annotated[Path | None, Opt("--run-dir", help="Run directory (overrides --name).")] = None,
     lr_g: Annotated[float | None, Opt("--lr-g", help="Generator learning rate (official: 2e-4).")] = None,
     lr_d: Annotated[float | None, Opt("--lr-d", help="Discriminator learning rate (official: 2e-4).")] = None,
+    lr_decay_every: Annotated[int | None, Opt("--lr-decay-every", help="Halve both learning rates every N epochs (official v1 coco: 20; 0 = constant).")] = None,
     z_dim: ZDim = None,
     base_size: BaseSize = None,
     ngf: Ngf = None,
@@ -82,12 +85,19 @@ def train(
     resume: Annotated[bool, Opt("--resume", help="Continue the run from its latest valid checkpoint.")] = False,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
-    """Train StackGAN++ (phase 0 pretrains the text encoder when none is given)."""
+    """Train StackGAN++, or StackGAN v1 one stage at a time (phase 0 pretrains the text encoder when none is given).
+
+    StackGAN v1: `train --preset v1-coco --v1-stage 1 --name s1`, then
+    `train --preset v1-coco --v1-stage 2 --stage1 runs/s1 --name s2`.
+    """
     from stackgan2.config import resolve_config
     from stackgan2.training import init_distributed, prepare_config, run_training, shutdown_distributed
 
     overrides = {
         **model_overrides(stage_num, base_size, ngf, ndf, z_dim),
+        "model.v1_stage": v1_stage,
+        "train.stage1": stage1,
+        "train.lr_decay_every": lr_decay_every,
         "data.dataset": dataset,
         "data.data_dir": data_dir,
         "data.cache_dir": cache_dir,
@@ -125,7 +135,9 @@ def train(
     }
     fresh = resolve_config(preset, config, overrides)
     if run_dir is None:
-        run_dir = Path("runs") / (name or f"{fresh.data.dataset}-{fresh.model.stage_num}stages")
+        m = fresh.model
+        default = f"{fresh.data.dataset}-v1-stage{m.v1_stage}" if m.arch == "stackgan1" else f"{fresh.data.dataset}-{m.stage_num}stages"
+        run_dir = Path("runs") / (name or default)
     cfg, resuming = prepare_config(run_dir, preset, config, overrides, resume)
     if dry_run:
         console.print_json(cfg.to_json())

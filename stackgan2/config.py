@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stackgan2.errors import ConfigError
 
-PRESETS = ("tiny", "toy", "birds", "flowers")
+PRESETS = ("tiny", "toy", "birds", "flowers", "v1-toy", "v1-birds", "v1-coco")
 DATASETS = ("toy-birds", "cub", "flowers", "folder")
 
 
@@ -28,6 +28,12 @@ class _Frozen(BaseModel):
 class ModelConfig(_Frozen):
     """Generator / discriminator architecture (official birds_3stages values are the defaults)."""
 
+    arch: Literal["stackgan2", "stackgan1"] = Field(
+        "stackgan2", description="model family: StackGAN++ (tree) or StackGAN v1 (Stage-I, then Stage-II)"
+    )
+    v1_stage: int = Field(
+        1, ge=1, le=2, description="StackGAN v1 only: 1 = the Stage-I GAN, 2 = the Stage-II GAN on a frozen Stage-I G"
+    )
     stage_num: int = Field(3, ge=1, le=4, description="number of branches: 64/128/256/512 px for base 64")
     base_size: int = Field(64, ge=8, le=256, description="resolution of branch 0 (a power of two)")
     ngf: int = Field(64, ge=1, description="generator width; the first stage starts at 16*ngf channels")
@@ -59,6 +65,18 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _channels_divide(self) -> ModelConfig:
+        if self.arch == "stackgan1":
+            if self.stage_num != 1:
+                raise ValueError(
+                    f"model.stage_num is the StackGAN++ tree depth and must be 1 for arch stackgan1 (got "
+                    f"{self.stage_num}); StackGAN v1 picks its stage with model.v1_stage (--v1-stage 1|2)"
+                )
+            # Stage I ends at ngf/2 channels, Stage II at ngf/4 (official STAGE1_G / STAGE2_G).
+            if self.ngf % 4:
+                raise ValueError(f"ngf={self.ngf} must be divisible by 4 for arch stackgan1")
+            return self
+        if self.v1_stage != 1:
+            raise ValueError(f"model.v1_stage ({self.v1_stage}) applies to arch stackgan1 only, not {self.arch}")
         # Each refine stage halves the generator width: ngf, ngf/2, ngf/4, ngf/8 (official schedule).
         divisor = 2 ** (self.stage_num - 1)
         if self.ngf % divisor:
@@ -67,7 +85,25 @@ class ModelConfig(_Frozen):
 
     @property
     def resolutions(self) -> list[int]:
+        """Resolution of every generator branch. StackGAN v1: Stage I's image, and in Stage II also
+        the 4x larger Stage-II image (64 and 256 px at base 64)."""
+        if self.arch == "stackgan1":
+            return [self.base_size * 4**i for i in range(self.v1_stage)]
         return [self.base_size * 2**i for i in range(self.stage_num)]
+
+    @property
+    def trained_branches(self) -> list[int]:
+        """Branches with a discriminator: all of StackGAN++'s; StackGAN v1 trains only its last
+        (Stage II keeps the Stage-I G frozen)."""
+        if self.arch == "stackgan1":
+            return [self.v1_stage - 1]
+        return list(range(self.stage_num))
+
+    @property
+    def eps_dim(self) -> int:
+        """Columns of the conditioning-augmentation noise a forward pass takes: c_dim per CA network
+        (StackGAN v1 Stage II has two, Stage I's and its own)."""
+        return self.c_dim * (self.v1_stage if self.arch == "stackgan1" else 1)
 
 
 class DataConfig(_Frozen):
@@ -110,6 +146,9 @@ class TrainConfig(_Frozen):
     max_steps: int | None = Field(None, ge=1, description="stop after this many iterations (overrides epochs)")
     lr_g: float = Field(2e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)
+    lr_decay_every: int = Field(
+        0, ge=0, description="halve both learning rates every N epochs (StackGAN v1 PT coco: 20); 0 = constant"
+    )
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     uncond_coef: float = Field(1.0, ge=0)
@@ -142,6 +181,9 @@ class TrainConfig(_Frozen):
     text_encoder: Path | None = Field(None, description="pretrained text encoder dir; None = pretrain as phase 0")
     init_from: Path | None = Field(
         None, description="start a new run from this model's weights (pipeline dir, run dir or checkpoint file)"
+    )
+    stage1: Path | None = Field(
+        None, description="StackGAN v1 Stage II: the Stage-I run (run dir or checkpoint) whose G is frozen inside"
     )
     log_every: int = Field(10, ge=1, description="iterations between stats.jsonl records")
     sample_every: int = Field(1, ge=1, description="epochs between sample grids")
@@ -186,6 +228,9 @@ class ExperimentConfig(_Frozen):
             raise ValueError("train.ma_gp_coef > 0 needs a discriminator without batch norm (model.d_norm = spectral)")
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
+        if self.train.stage1 is not None and (self.model.arch != "stackgan1" or self.model.v1_stage != 2):
+            raise ValueError("train.stage1 (--stage1) is the Stage-I run of a StackGAN v1 Stage-II run "
+                             "(arch stackgan1, --v1-stage 2)")
         return self
 
     def to_json(self) -> str:
@@ -295,5 +340,14 @@ def resolve_config(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """defaults < preset < config file < overrides (dotted keys such as ``"model.stage_num"``)."""
-    return _layered(_merge({"preset": preset}, load_preset(preset)), config_file, overrides)
+    """defaults < preset < config file < overrides (dotted keys such as ``"model.stage_num"``).
+
+    A StackGAN v1 preset's ``[stage2.*]`` tables (Stage II's official batch size, epochs, ...) apply
+    on top of the preset when the result is a Stage-II config (``model.v1_stage = 2``).
+    """
+    raw = _merge({"preset": preset}, load_preset(preset))
+    stage2 = raw.pop("stage2", None)
+    cfg = _layered(raw, config_file, overrides)
+    if stage2 and cfg.model.v1_stage == 2:
+        cfg = _layered(_merge(raw, stage2), config_file, overrides)
+    return cfg

@@ -61,6 +61,24 @@ def discriminator_loss(
     return total, terms
 
 
+def stackgan1_discriminator_loss(
+    real_c: Tensor, wrong_c: Tensor, fake_c: Tensor, real_u: Tensor | None = None, fake_u: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """StackGAN v1's D loss (PT ``miscc/utils.py`` ``compute_discriminator_loss``) on conditional logits
+    of real, wrong and fake pairs and, with an unconditional head, its logits of real and fake images.
+
+    Without (Stage I): real + (fake + wrong) / 2. With (Stage II):
+    (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3. Returns the total and its terms (detached).
+    """
+    real, wrong, fake = bce(real_c, 1.0), bce(wrong_c, 0.0), bce(fake_c, 0.0)
+    terms = {"real": real.detach(), "wrong": wrong.detach(), "fake": fake.detach()}
+    if real_u is None or fake_u is None:
+        return real + 0.5 * (fake + wrong), terms
+    uncond_real, uncond_fake = bce(real_u, 1.0), bce(fake_u, 0.0)
+    terms.update({"uncond_real": uncond_real.detach(), "uncond_fake": uncond_fake.detach()})
+    return (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3, terms
+
+
 def generator_adversarial_loss(fake: Logits, uncond_coef: float, kind: str = "bce") -> tuple[Tensor, dict[str, Tensor]]:
     """One stage's G adversarial loss: BCE(cond, 1) + u BCE(uncond, 1) (official ``train_Gnet``);
     with ``kind="hinge"`` -mean(cond) - u mean(uncond) (the hinge G loss, ``loss_hinge_gen``)."""

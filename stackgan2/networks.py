@@ -1,20 +1,27 @@
-"""StackGAN++ generator tree and per-scale discriminators.
+"""StackGAN++ generator tree and per-scale discriminators, and the blocks every family shares.
 
 Architecture, layer order and parameter counts follow the official hanzhanggit/StackGAN-v2
 ``code/model.py`` (G_NET, D_NET64/128/256/512); the names are this project's (see STYLE.md). At the
 ``birds`` preset: Generator 21,239,696 parameters, discriminators 5,723,906 / 18,834,178 /
 71,269,122 (64 / 128 / 256 px), asserted in tests.
+
+The blocks take an ``activation``: StackGAN++ gates with GLU (a conv to twice the channels), StackGAN
+v1 (``stackgan2.stackgan1``) uses ReLU on the same layers. ``build_generator`` and
+``build_discriminators`` pick the family from ``model.arch``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stackgan2.config import ModelConfig
+
+Activation = Literal["glu", "relu"]
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -28,41 +35,61 @@ class GLU(nn.Module):
         return F.glu(x, dim=1)
 
 
-def glu_block(in_channels: int, out_channels: int, upsample: bool) -> nn.Sequential:
-    """[nearest x2] -> conv3x3 to 2*out -> BN -> GLU (official upBlock / Block3x3_relu)."""
+def activation_layer(activation: Activation) -> nn.Module:
+    return GLU() if activation == "glu" else nn.ReLU(inplace=True)
+
+
+def conv_block(in_channels: int, out_channels: int, upsample: bool, activation: Activation = "glu") -> nn.Sequential:
+    """[nearest x2] -> conv3x3 -> BN -> activation, ``out_channels`` wide.
+
+    GLU (StackGAN++ upBlock / Block3x3_relu) convolves to 2*out and gates half of it away; ReLU
+    (StackGAN v1 upBlock) convolves to out.
+    """
+    width = out_channels * 2 if activation == "glu" else out_channels
     layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
-    layers += [conv3x3(in_channels, out_channels * 2), nn.BatchNorm2d(out_channels * 2), GLU()]
+    layers += [conv3x3(in_channels, width), nn.BatchNorm2d(width), activation_layer(activation)]
     return nn.Sequential(*layers)
 
 
-class ResBlock(nn.Module):
-    """conv3x3-BN-GLU-conv3x3-BN plus identity; no activation after the add (official)."""
+def glu_block(in_channels: int, out_channels: int, upsample: bool) -> nn.Sequential:
+    """The StackGAN++ ``conv_block``: [nearest x2] -> conv3x3 to 2*out -> BN -> GLU."""
+    return conv_block(in_channels, out_channels, upsample, "glu")
 
-    def __init__(self, channels: int) -> None:
+
+class ResBlock(nn.Module):
+    """conv3x3-BN-act-conv3x3-BN plus identity.
+
+    GLU (StackGAN++): no activation after the add. ReLU (StackGAN v1): ReLU after the add.
+    """
+
+    def __init__(self, channels: int, activation: Activation = "glu") -> None:
         super().__init__()
         self.block = nn.Sequential(
-            conv3x3(channels, channels * 2),
-            nn.BatchNorm2d(channels * 2),
-            GLU(),
+            *conv_block(channels, channels, False, activation),
             conv3x3(channels, channels),
             nn.BatchNorm2d(channels),
         )
+        self.out_activation = nn.ReLU(inplace=True) if activation == "relu" else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        return self.out_activation(x + self.block(x))
 
 
 class ConditioningAugmentation(nn.Module):
-    """Sentence embedding -> (c, mu, logvar); c = mu + exp(logvar / 2) * eps (official CA_NET)."""
+    """Sentence embedding -> (c, mu, logvar); c = mu + exp(logvar / 2) * eps (official CA_NET).
 
-    def __init__(self, text_dim: int, c_dim: int) -> None:
+    GLU: fc to 4*c_dim, gated (StackGAN++). ReLU: fc to 2*c_dim, then ReLU over both halves, so
+    mu >= 0 and logvar >= 0 (StackGAN v1 PyTorch ``CA_NET``, kept as official).
+    """
+
+    def __init__(self, text_dim: int, c_dim: int, activation: Activation = "glu") -> None:
         super().__init__()
         self.c_dim = c_dim
-        self.fc = nn.Linear(text_dim, c_dim * 4, bias=True)
-        self.glu = GLU()
+        self.fc = nn.Linear(text_dim, c_dim * (4 if activation == "glu" else 2), bias=True)
+        self.activation = activation_layer(activation)
 
     def forward(self, sentence_embedding: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        x = self.glu(self.fc(sentence_embedding))
+        x = self.activation(self.fc(sentence_embedding))
         mu, logvar = x[:, : self.c_dim], x[:, self.c_dim :]
         std = torch.exp(0.5 * logvar)
         eps = torch.randn_like(std) if eps is None else eps
@@ -95,21 +122,23 @@ class TextAffine(nn.Module):
 
 
 class InitStage(nn.Module):
-    """[c ; z] -> Linear -> BN1d -> GLU -> 4x4 x channels, then up-blocks halving the width.
+    """code -> Linear -> BN1d -> activation -> 4x4 x channels, then up-blocks halving the width.
 
-    Official INIT_STAGE_G: 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf. With ``c_dim`` (deep text
-    fusion) a ``TextAffine`` follows every up-block.
+    Official INIT_STAGE_G: GLU, 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf. StackGAN v1 STAGE1_G: the
+    same with ReLU, 4x4 x 8*GF_DIM -> 64x64 x GF_DIM/2. With ``c_dim`` (deep text fusion) a
+    ``TextAffine`` follows every up-block.
     """
 
-    def __init__(self, in_dim: int, channels: int, num_upsamples: int = 4, c_dim: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, channels: int, num_upsamples: int = 4, activation: Activation = "glu", c_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.channels = channels
-        self.fc = nn.Sequential(
-            nn.Linear(in_dim, channels * 4 * 4 * 2, bias=False),
-            nn.BatchNorm1d(channels * 4 * 4 * 2),
-            GLU(),
+        width = channels * 4 * 4 * (2 if activation == "glu" else 1)
+        self.fc = nn.Sequential(nn.Linear(in_dim, width, bias=False), nn.BatchNorm1d(width), activation_layer(activation))
+        self.upsample = nn.Sequential(
+            *[conv_block(channels // 2**i, channels // 2 ** (i + 1), True, activation) for i in range(num_upsamples)]
         )
-        self.upsample = nn.Sequential(*[glu_block(channels // 2**i, channels // 2 ** (i + 1), True) for i in range(num_upsamples)])
         self.fusion = (
             nn.ModuleList(TextAffine(c_dim, channels // 2 ** (i + 1)) for i in range(num_upsamples)) if c_dim else None
         )
@@ -146,33 +175,50 @@ def broadcast_conv3x3(code: Tensor, weight: Tensor, height: int, width: int) -> 
 
 
 class RefineStage(nn.Module):
-    """[c broadcast ; hidden] -> joint conv -> residual blocks -> up-block (official NEXT_STAGE_G).
+    """[c broadcast ; hidden] -> joint conv -> residual blocks -> up-block(s) (official NEXT_STAGE_G).
 
     With ``split_condition`` (the default) the joint conv's weight is applied in two parts, the
     hidden channels as a normal conv and the broadcast condition through ``broadcast_conv3x3``:
     the same maths and parameters as the conv over the concatenation, which ``split_condition =
     False`` computes literally (the plain benchmark path).
+
+    StackGAN v1's Stage-II G (hr_joint, residual, upsample1-4) is this stage with ReLU,
+    ``condition_first=False`` (it concatenates [hidden ; c]) and 4 up-blocks, each halving the width.
     """
 
-    def __init__(self, channels: int, c_dim: int, r_num: int, text_fusion: bool = False) -> None:
+    def __init__(
+        self,
+        channels: int,
+        c_dim: int,
+        r_num: int,
+        activation: Activation = "glu",
+        condition_first: bool = True,
+        num_upsamples: int = 1,
+        text_fusion: bool = False,
+    ) -> None:
         super().__init__()
-        self.c_dim = c_dim
+        self.c_dim, self.condition_first = c_dim, condition_first
         self.split_condition = True
-        self.joint = glu_block(channels + c_dim, channels, upsample=False)
-        self.residual = nn.Sequential(*[ResBlock(channels) for _ in range(r_num)])
-        self.upsample = glu_block(channels, channels // 2, upsample=True)
-        self.fusion = TextAffine(c_dim, channels // 2) if text_fusion else None
+        self.joint = conv_block(channels + c_dim, channels, False, activation)
+        self.residual = nn.Sequential(*[ResBlock(channels, activation) for _ in range(r_num)])
+        ups = [conv_block(channels // 2**i, channels // 2 ** (i + 1), True, activation) for i in range(num_upsamples)]
+        # One up-block keeps the official NEXT_STAGE_G state-dict keys (upsample.1 is its conv).
+        self.upsample = ups[0] if num_upsamples == 1 else nn.Sequential(*ups)
+        self.fusion = TextAffine(c_dim, channels // 2**num_upsamples) if text_fusion else None
 
     def forward(self, hidden: Tensor, c_code: Tensor) -> Tensor:
         height, width = hidden.shape[-2:]
         if self.split_condition:
             conv, rest = self.joint[0], self.joint[1:]
-            weight_c, weight_h = conv.weight[:, : self.c_dim], conv.weight[:, self.c_dim :]
+            split = self.c_dim if self.condition_first else conv.weight.shape[1] - self.c_dim
+            first, second = conv.weight[:, :split], conv.weight[:, split:]
+            weight_c, weight_h = (first, second) if self.condition_first else (second, first)
             joined = F.conv2d(hidden, weight_h, padding=1) + broadcast_conv3x3(c_code, weight_c, height, width)
             out = rest(joined)
         else:
             condition = c_code[:, :, None, None].expand(-1, -1, height, width)
-            out = self.joint(torch.cat([condition, hidden], dim=1))
+            parts = [condition, hidden] if self.condition_first else [hidden, condition]
+            out = self.joint(torch.cat(parts, dim=1))
         out = self.upsample(self.residual(out))
         return out if self.fusion is None else self.fusion(out, c_code)
 
@@ -204,10 +250,10 @@ class Generator(nn.Module):
         self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim)
         num_upsamples = int(math.log2(cfg.base_size // 4))
         fusion_dim = cfg.c_dim if cfg.g_text_fusion else None
-        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, fusion_dim)
+        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, c_dim=fusion_dim)
         widths = [cfg.ngf // 2**i for i in range(cfg.stage_num)]
         self.refine_stages = nn.ModuleList(
-            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1), cfg.g_text_fusion)
+            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1), text_fusion=cfg.g_text_fusion)
             for i in range(1, cfg.stage_num)
         )
         self.to_images = nn.ModuleList(ToImage(width) for width in widths)
@@ -235,12 +281,13 @@ class Generator(nn.Module):
         return images, mu, logvar
 
 
-def _down(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
-    """conv4x4 stride 2 [-> BN] -> LeakyReLU(0.2) (official downBlock)."""
+def down_block(in_channels: int, out_channels: int, batch_norm: bool = True, leaky: bool = True) -> nn.Sequential:
+    """conv4x4 stride 2 [-> BN] -> LeakyReLU(0.2) (official downBlock); ReLU with ``leaky=False``
+    (StackGAN v1's Stage-II image encoder)."""
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
-    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    layers.append(nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -259,29 +306,36 @@ class StageDiscriminator(nn.Module):
     below 64 use only the first log2(resolution / 4) blocks. ``forward`` returns the conditional and
     unconditional logits (no sigmoid: losses use BCE-with-logits).
 
+    StackGAN v1's STAGE1_D (64 px) and STAGE2_D (256 px) are the same encoder and heads, with
+    ``condition_first=False`` (v1 concatenates [code ; condition]) and, for STAGE1_D,
+    ``unconditional=False`` (no unconditional head; ``uncond_head`` then returns None).
+
     Levers (off = official): ``projection`` adds ``<W mu, mean-pooled code>`` to the conditional logit
     (Miyato & Koyama 2018: ``out = l7(h) + sum(l_y(y) * h)`` in sngan_projection's snresnet.py, with a
     Linear on the text code in place of the class embedding, as XMC-GAN does); ``norm="spectral"``
     drops every batch norm and puts spectral norm on every conv and linear layer.
     """
 
-    def __init__(self, resolution: int, ndf: int, c_dim: int, projection: bool = False, norm: str = "batch") -> None:
+    def __init__(
+        self, resolution: int, ndf: int, c_dim: int, unconditional: bool = True, condition_first: bool = True,
+        projection: bool = False, norm: Literal["batch", "spectral"] = "batch",
+    ) -> None:
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
             raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
-        self.resolution, self.c_dim = resolution, c_dim
+        self.resolution, self.c_dim, self.condition_first = resolution, c_dim, condition_first
         bn = norm == "batch"
         downs = int(math.log2(resolution // 4))
         head = min(downs, 4)
         widths = [ndf * 2**i for i in range(head)]
-        blocks = [_down(3, widths[0], batch_norm=False)]
-        blocks += [_down(widths[i - 1], widths[i], bn) for i in range(1, head)]
+        blocks = [down_block(3, widths[0], batch_norm=False)]
+        blocks += [down_block(widths[i - 1], widths[i], bn) for i in range(1, head)]
         extra = downs - head
-        blocks += [_down(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1), bn) for i in range(extra)]
+        blocks += [down_block(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1), bn) for i in range(extra)]
         blocks += [_conv3x3_leaky(widths[-1] * 2 ** (i + 1), widths[-1] * 2**i, bn) for i in reversed(range(extra))]
         self.encoder = nn.Sequential(*blocks)
         code_channels = widths[-1]
-        self.uncond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
+        self.uncond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4) if unconditional else None
         self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels, bn)
         self.cond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
         self.projection = nn.Linear(c_dim, code_channels, bias=False) if projection else None
@@ -289,7 +343,7 @@ class StageDiscriminator(nn.Module):
             for layer in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]:
                 nn.utils.parametrizations.spectral_norm(layer)
 
-    def forward(self, images: Tensor, condition: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, condition: Tensor, groups: int = 1) -> tuple[Tensor, Tensor | None]:
         """Conditional and unconditional logits, (B,) each.
 
         ``groups > 1``: the batch is that many equal batches stacked (the D step's real, wrong and
@@ -297,18 +351,31 @@ class StageDiscriminator(nn.Module):
         own statistics and updates its running statistics group after group, so the result equals
         one forward pass per group, in order (what the official code does), with larger convolutions.
         """
+        code = self.encode(images, groups)
+        return self.cond_head(code, condition, groups), self.uncond_head(code)
+
+    def encode(self, images: Tensor, groups: int = 1) -> Tensor:
+        """Images (B, 3, resolution, resolution) -> the 4x4 code (B, 8*ndf, 4, 4)."""
         batch = images.shape[0]
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"images: expected (B, 3, {self.resolution}, {self.resolution}), got {tuple(images.shape)}"
         )
-        assert condition.shape == (batch, self.c_dim), f"condition: expected ({batch}, {self.c_dim})"
         assert batch % groups == 0, f"a batch of {batch} does not split into {groups} equal groups"
-        code = _grouped(self.encoder, images, groups)
-        joint = _grouped(self.joint, torch.cat([condition[:, :, None, None].expand(-1, -1, 4, 4), code], dim=1), groups)
-        cond = self.cond_logits(joint).view(-1)
+        return _grouped(self.encoder, images, groups)
+
+    def cond_head(self, code: Tensor, condition: Tensor, groups: int = 1) -> Tensor:
+        """Conditional logits (B,): does the image code match the condition?"""
+        assert condition.shape == (code.shape[0], self.c_dim), f"condition: expected ({code.shape[0]}, {self.c_dim})"
+        tiled = condition[:, :, None, None].expand(-1, -1, 4, 4)
+        joint = _grouped(self.joint, torch.cat([tiled, code] if self.condition_first else [code, tiled], dim=1), groups)
+        logits = self.cond_logits(joint).view(-1)
         if self.projection is not None:
-            cond = cond + (self.projection(condition) * code.mean(dim=(2, 3))).sum(dim=1)
-        return cond, self.uncond_logits(code).view(-1)
+            logits = logits + (self.projection(condition) * code.mean(dim=(2, 3))).sum(dim=1)
+        return logits
+
+    def uncond_head(self, code: Tensor) -> Tensor | None:
+        """Unconditional logits (B,), or None for a discriminator without that head."""
+        return self.uncond_logits(code).view(-1) if self.uncond_logits is not None else None
 
 
 def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
@@ -325,28 +392,48 @@ def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
     return module(x)
 
 
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator of ``cfg.arch``. Every family's ``forward(z, sentence_embedding, eps)`` returns
+    (branch images, mu, logvar), with eps of ``cfg.eps_dim`` columns."""
+    if cfg.arch == "stackgan1":
+        from stackgan2.stackgan1 import build_stackgan1_generator
+
+        return build_stackgan1_generator(cfg)
+    return Generator(cfg)
+
+
 def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:
-    """One StageDiscriminator per generator branch."""
+    """One StageDiscriminator per trained generator branch (``cfg.trained_branches``)."""
+    v1 = cfg.arch == "stackgan1"
+    # StackGAN v1: only Stage II's discriminator has the unconditional head (official STAGE2_D).
     return nn.ModuleList(
-        StageDiscriminator(res, cfg.ndf, cfg.c_dim, cfg.d_projection, cfg.d_norm) for res in cfg.resolutions
+        StageDiscriminator(cfg.resolutions[i], cfg.ndf, cfg.c_dim, unconditional=not v1 or cfg.v1_stage == 2,
+                           condition_first=not v1, projection=cfg.d_projection, norm=cfg.d_norm)
+        for i in cfg.trained_branches
     )
 
 
 @torch.no_grad()
-def init_weights(module: nn.Module) -> None:
-    """Official weights_init: orthogonal conv/linear weights, linear bias 0, BN weight N(1, 0.02), bias 0.
+def init_weights(module: nn.Module, scheme: Literal["orthogonal", "normal"] = "orthogonal") -> None:
+    """Official weights_init. StackGAN++ (``orthogonal``): orthogonal conv/linear weights, linear bias 0,
+    BN weight N(1, 0.02), bias 0. StackGAN v1 (``normal``, PT ``miscc/utils.py``): conv and linear
+    weights N(0, 0.02), conv biases left at PyTorch's default, linear bias 0, BN as above.
 
     A spectrally normalised layer gets its stored (unnormalised) weight initialised; ``TextAffine``
-    blocks are then reset to the identity.
-    """
+    blocks are then reset to the identity."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
-            nn.init.orthogonal_(_raw_weight(m), 1.0)
+            if scheme == "orthogonal":
+                nn.init.orthogonal_(_raw_weight(m), 1.0)
+            else:
+                _raw_weight(m).normal_(0.0, 0.02)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             m.weight.normal_(1.0, 0.02)
             m.bias.zero_()
+
+
     for m in module.modules():
         if isinstance(m, TextAffine):
             m.reset_identity()

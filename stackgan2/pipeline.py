@@ -43,7 +43,7 @@ from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
-from stackgan2.networks import Generator
+from stackgan2.networks import build_generator
 from stackgan2.text import PromptEncoder
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class Text2ImagePipeline:
     ``pipe(["a small red bird"], seed=0).images`` -> PIL images of the final branch.
     """
 
-    def __init__(self, generator: Generator, text_encoder: PromptEncoder, config: ExperimentConfig) -> None:
+    def __init__(self, generator: torch.nn.Module, text_encoder: PromptEncoder, config: ExperimentConfig) -> None:
         if text_encoder.dim != config.model.text_dim:
             raise ValueError(f"text encoder gives {text_encoder.dim}-d embeddings, model.text_dim is {config.model.text_dim}")
         self.generator = generator.eval().requires_grad_(False)
@@ -284,7 +284,7 @@ class Text2ImagePipeline:
         config = self.config.model_copy(
             update={
                 "data": self.config.data.model_copy(update={"data_dir": None, "cache_dir": None}),
-                "train": self.config.train.model_copy(update={"text_encoder": None}),
+                "train": self.config.train.model_copy(update={"text_encoder": None, "stage1": None}),
             }
         )
 
@@ -378,8 +378,9 @@ class Text2ImagePipeline:
         )
 
     def _noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (N, z_dim) and CA eps (N, c_dim), row i from a CPU generator seeded ``seeds[i]``."""
-        z_dim, c_dim = self.config.model.z_dim, self.config.model.c_dim
+        """z (N, z_dim) and CA eps (N, eps_dim), row i from a CPU generator seeded ``seeds[i]`` (StackGAN v1
+        Stage II: the eps of both CA networks, Stage I's first)."""
+        z_dim, c_dim = self.config.model.z_dim, self.config.model.eps_dim
         z, eps = torch.empty(len(seeds), z_dim), torch.empty(len(seeds), c_dim)
         for row, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(seed)
@@ -466,10 +467,11 @@ def _read_pipeline_config(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> Generator:
-    """A float32 ``Generator`` holding ``state``; built on the meta device (no wasted initialisation)."""
+def _build_generator(config: ExperimentConfig, state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
+    """A float32 generator of ``config``'s family holding ``state``; built on the meta device (no wasted
+    initialisation)."""
     with torch.device("meta"):
-        generator = Generator(config.model)
+        generator = build_generator(config.model)
     try:
         generator.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:

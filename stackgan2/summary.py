@@ -7,14 +7,19 @@ import torch
 from stackgan2.config import ModelConfig
 from stackgan2.networks import Generator, build_discriminators, count_parameters
 
+Rows = list[tuple[str, int, str]]
+
 
 def _shape(t: torch.Tensor) -> str:
     return "B x " + " x ".join(str(d) for d in t.shape[1:])
 
 
 @torch.no_grad()
-def model_summary(cfg: ModelConfig) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
-    """Rows (module, parameters, output shape) for a batch of 2 on the meta device, and totals."""
+def model_summary(cfg: ModelConfig) -> tuple[Rows, dict[str, int]]:
+    """Rows (module, parameters, output shape) for a batch of 2 on the meta device, and totals.
+    StackGAN v1: both stages, whichever ``v1_stage`` ``cfg`` trains."""
+    if cfg.arch == "stackgan1":
+        return _stackgan1_summary(cfg)
     with torch.device("meta"):
         G = Generator(cfg).eval()
         discriminators = build_discriminators(cfg).eval()
@@ -36,4 +41,47 @@ def model_summary(cfg: ModelConfig) -> tuple[list[tuple[str, int, str]], dict[st
     totals = {"generator": count_parameters(G)}
     totals.update({f"discriminator {D.resolution} px": count_parameters(D) for D in discriminators})
     totals["discriminators"] = count_parameters(discriminators)
+    return rows, totals
+
+
+@torch.no_grad()
+def _stackgan1_summary(cfg: ModelConfig) -> tuple[Rows, dict[str, int]]:
+    from stackgan2.stackgan1 import StageTwoGenerator
+
+    stage_1, stage_2 = cfg.model_copy(update={"v1_stage": 1}), cfg.model_copy(update={"v1_stage": 2})
+    with torch.device("meta"):
+        G = StageTwoGenerator(stage_2).eval()
+        D1, D2 = build_discriminators(stage_1)[0].eval(), build_discriminators(stage_2)[0].eval()
+        z, text = torch.zeros(2, cfg.z_dim), torch.zeros(2, cfg.text_dim)
+        G1, rows = G.stage1, []
+
+        def add(name: str, module: torch.nn.Module, out: torch.Tensor | str) -> None:
+            rows.append((name, count_parameters(module), out if isinstance(out, str) else _shape(out)))
+
+        c_code, mu, _ = G1.ca(text)
+        add("Stage I   G.ca (ConditioningAugmentation, ReLU)", G1.ca, c_code)
+        hidden = G1.init_stage(torch.cat([z, c_code], dim=1))
+        add("Stage I   G.init_stage (InitStage, ReLU)", G1.init_stage, hidden)
+        low = G1.to_image(hidden)
+        add("Stage I   G.to_image (ToImage)", G1.to_image, low)
+        D1(low, mu)
+        add(f"Stage I   D (StageDiscriminator {D1.resolution} px)", D1, "B cond logits")
+        c_code, mu, _ = G.ca(text)
+        add("Stage II  G.ca (ConditioningAugmentation, ReLU)", G.ca, c_code)
+        code = G.image_encoder(low)
+        add("Stage II  G.image_encoder", G.image_encoder, code)
+        hidden = G.refine(code, c_code)
+        add(f"Stage II  G.refine (RefineStage, ReLU, {cfg.r_num} residual, 4 up-blocks)", G.refine, hidden)
+        image = G.to_image(hidden)
+        add("Stage II  G.to_image (ToImage)", G.to_image, image)
+        D2(image, mu)
+        add(f"Stage II  D (StageDiscriminator {D2.resolution} px)", D2, "B cond + B uncond logits")
+    stage1_params = count_parameters(G1)
+    totals = {
+        "Stage-I generator": stage1_params,
+        "Stage-I discriminator": count_parameters(D1),
+        "Stage-II generator (trainable)": count_parameters(G) - stage1_params,
+        "Stage-II generator (with the frozen Stage-I G)": count_parameters(G),
+        "Stage-II discriminator": count_parameters(D2),
+    }
     return rows, totals

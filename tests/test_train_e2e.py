@@ -18,10 +18,11 @@ from safetensors.torch import load_file
 from stackgan2.cli.main import app
 
 TINY = ["--preset", "tiny", "--device", "cpu"]
+V1_TOY = ["--preset", "v1-toy", "--device", "cpu"]
 
 
-def _train(runner, *args: str):
-    return runner.invoke(app, ["--quiet", "train", *TINY, *args])
+def _train(runner, *args: str, preset: list[str] = TINY):
+    return runner.invoke(app, ["--quiet", "train", *preset, *args])
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,25 @@ def text_encoder(tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, ["--quiet", "pretrain-text", "--preset", "tiny", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def v1_stage1(tmp_path_factory, text_encoder) -> Path:
+    """A StackGAN v1 Stage-I run of the v1-toy preset (2 steps), the --stage1 of the Stage-II tests."""
+    from typer.testing import CliRunner
+
+    run = tmp_path_factory.mktemp("v1") / "stage1"
+    result = _train(CliRunner(), "--run-dir", str(run), "--max-steps", "2", "--text-encoder", str(text_encoder), preset=V1_TOY)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _family(name: str, v1_stage1: Path | None) -> tuple[list[str], list[str]]:
+    """(preset args, extra args) for a loop test: StackGAN++ tiny, or StackGAN v1 Stage II on v1-toy
+    (the v1 loop: frozen Stage-I G inside, its own D passes; the schedule halves the rates every epoch)."""
+    if name == "stackgan2":
+        return TINY, []
+    return V1_TOY, ["--v1-stage", "2", "--stage1", str(v1_stage1), "--lr-decay-every", "1"]
 
 
 def _latest_tensors(run: Path) -> dict[str, torch.Tensor]:
@@ -80,21 +100,26 @@ def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
 
 
 # NHWC too: loaded Adam moments must be re-laid to the parameters' strides for the fused kernel.
-@pytest.mark.parametrize("layout", ["--no-channels-last", "--channels-last"])
-def test_resume_is_bit_identical(runner, tmp_path, text_encoder, layout):
+@pytest.mark.parametrize(("family", "layout"), [("stackgan2", "--no-channels-last"), ("stackgan2", "--channels-last"),
+                                                ("stackgan1", "--no-channels-last")])
+def test_resume_is_bit_identical(runner, tmp_path, text_encoder, family, layout, request):
+    preset, extra = _family(family, request.getfixturevalue("v1_stage1") if family == "stackgan1" else None)
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = ["--text-encoder", str(text_encoder), "--epochs", "2", layout]
-    assert _train(runner, "--run-dir", str(straight), *common).exit_code == 0
-    assert _train(runner, "--run-dir", str(split), *common, "--max-steps", "5").exit_code == 0  # stops mid-epoch
-    result = _train(runner, "--run-dir", str(split), *common, "--resume")
+    common = ["--text-encoder", str(text_encoder), "--epochs", "2", layout, *extra]
+    assert _train(runner, "--run-dir", str(straight), *common, preset=preset).exit_code == 0
+    assert _train(runner, "--run-dir", str(split), *common, "--max-steps", "5", preset=preset).exit_code == 0  # mid-epoch
+    result = _train(runner, "--run-dir", str(split), *common, "--resume", preset=preset)
     assert result.exit_code == 0, result.output
     a, b = _latest_tensors(straight), _latest_tensors(split)
     assert a.keys() == b.keys()
     for key in a:
         if key.startswith(("G.", "G_ema.", "D.", "opt_")):
             assert torch.equal(a[key], b[key]), key
-    steps = [json.loads(line)["step"] for line in (split / "stats.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 17))
+    records = [json.loads(line) for line in (split / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 17))
+    if family == "stackgan1":  # the official v1 schedule: both rates halve when an epoch starts
+        assert {(r["lr_g"], r["lr_d"]) for r in records[:8]} == {(2e-4, 2e-4)}
+        assert {(r["lr_g"], r["lr_d"]) for r in records[8:]} == {(1e-4, 1e-4)}
 
 
 def test_resume_refuses_architecture_change_and_missing_checkpoint(runner, tmp_path, text_encoder):
@@ -152,9 +177,11 @@ def test_tampered_latest_checkpoint_falls_back(runner, tmp_path, text_encoder):
     assert steps == list(range(1, 9))
 
 
-def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, text_encoder):
+@pytest.mark.parametrize("family", ["stackgan2", "stackgan1"])
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, text_encoder, family, request):
+    preset, extra = _family(family, request.getfixturevalue("v1_stage1") if family == "stackgan1" else None)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "stackgan2.cli", "--quiet", "train", *TINY, "--run-dir", str(run),
+    cmd = [sys.executable, "-m", "stackgan2.cli", "--quiet", "train", *preset, *extra, "--run-dir", str(run),
            "--text-encoder", str(text_encoder), "--epochs", "200", "--checkpoint-every", "1000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -317,3 +344,63 @@ def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):
     assert all(torch.equal(v, trained[f"D.0.{k}"]) for k, v in trainer.discriminators[0].state_dict().items())
     result = _train(runner, "--run-dir", str(tmp_path / "three"), "--max-steps", "1", "--init-from", str(source))
     assert result.exit_code == 0, result.output
+
+
+def test_v1_stage2_trains_on_the_frozen_stage1_generator(runner, tmp_path, text_encoder, v1_stage1):
+    """Stage I's weights enter Stage II unchanged and stay so (no gradient, not in the optimiser); its
+    batch norm still runs in train mode, so its running statistics move (official quirk). The run
+    works with stats.jsonl, check and plot-losses, and --init-from a Stage-II run needs no --stage1."""
+    run = tmp_path / "s2"
+    result = _train(runner, "--run-dir", str(run), "--v1-stage", "2", "--stage1", str(v1_stage1), "--max-steps", "3",
+                    preset=V1_TOY)
+    assert result.exit_code == 0, result.output
+    stage1, stage2 = _latest_tensors(v1_stage1), _latest_tensors(run)
+    for prefix in ("G", "G_ema"):
+        inner = {k[len(prefix) + 8 :]: v for k, v in stage2.items() if k.startswith(f"{prefix}.stage1.")}
+        assert inner and inner.keys() == {k[6:] for k in stage1 if k.startswith("G_ema.")}
+        for key, value in inner.items():
+            moved = "running_" in key or "num_batches" in key
+            assert torch.equal(value, stage1[f"G_ema.{key}"]) != moved, (prefix, key)
+    trainable = sum(1 for k in stage2 if k.startswith("G.") and not k.startswith("G.stage1.") and "running" not in k
+                    and "num_batches" not in k)
+    assert len({k.split(".")[1] for k in stage2 if k.startswith("opt_G.")}) == trainable  # Adam holds Stage II only
+    record = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    assert {"D0/real", "D0/wrong", "D0/fake", "D0/uncond_real", "D0/uncond_fake", "G0/cond", "G0/uncond", "KL"} <= record.keys()
+    assert runner.invoke(app, ["check", str(run)]).exit_code == 0
+    plotted = runner.invoke(app, ["plot-losses", str(run), "--out", str(tmp_path / "losses.png")])
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "losses.png").is_file()
+    again = _train(runner, "--run-dir", str(tmp_path / "again"), "--v1-stage", "2", "--init-from", str(run), "--max-steps", "1",
+                   preset=V1_TOY)
+    assert again.exit_code == 0, again.output
+
+    # sampling, export and the pipeline: the 16 px Stage-I and the 64 px Stage-II image of one model
+    from stackgan2.pipeline import Text2ImagePipeline
+
+    sampled = runner.invoke(app, ["sample", "a small red bird", "--model", str(run), "--all-stages", "--seed", "3",
+                                  "--device", "cpu", "--out", str(tmp_path / "samples")])
+    assert sampled.exit_code == 0, sampled.output
+    assert [p.name for p in (tmp_path / "samples").iterdir()] == ["a-small-red-bird_seed3_000_16-64px.png"]
+    assert runner.invoke(app, ["--quiet", "export", str(run), str(tmp_path / "pipe")]).exit_code == 0
+    pipe = Text2ImagePipeline.from_pretrained(tmp_path / "pipe")
+    out = pipe(["a small red bird"], num_images_per_prompt=2, seed=3)
+    assert [im.size for im in (out.branches[0][0], out.branches[1][0])] == [(16, 16), (64, 64)]
+    assert out.images[0].tobytes() == Text2ImagePipeline.from_pretrained(run)(["a small red bird"], seed=3).images[0].tobytes()
+    assert len(pipe.interpolate("a red bird", "a blue bird", steps=3, seed=0).images) == 3
+
+
+def test_v1_stage2_refuses_a_missing_or_mismatched_stage1(runner, tmp_path, text_encoder, v1_stage1):
+    result = _train(runner, "--run-dir", str(tmp_path / "a"), "--v1-stage", "2", "--text-encoder", str(text_encoder),
+                    preset=V1_TOY)
+    assert result.exit_code == 2 and "--stage1" in result.output and "Traceback" not in result.output
+    plus = tmp_path / "plus"
+    assert _train(runner, "--run-dir", str(plus), "--max-steps", "1", "--text-encoder", str(text_encoder)).exit_code == 0
+    for stage1, message in ((plus, "not a StackGAN v1 Stage-I model"), (v1_stage1, "different architecture")):
+        extra = ["--ngf", "64"] if stage1 == v1_stage1 else []
+        result = _train(runner, "--run-dir", str(tmp_path / "b"), "--v1-stage", "2", "--stage1", str(stage1), *extra,
+                        preset=V1_TOY)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    result = _train(runner, "--run-dir", str(tmp_path / "c"), "--stage1", str(v1_stage1), preset=V1_TOY)
+    assert result.exit_code == 2 and "train.stage1" in result.output
+    assert not any((tmp_path / name).exists() for name in "abc")

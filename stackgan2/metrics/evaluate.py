@@ -94,7 +94,7 @@ def generate_final_images(
     one pipeline call per prompt, the whole batch goes through G_ema at once.
     """
     encoded = pipe.text_encoder.encode(prompts, device=pipe.device)
-    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.c_dim)
+    z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.eps_dim)
     images = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device))[0][branch]
     return to_uint8(images), encoded
 

@@ -105,21 +105,32 @@ def run_training(
     ctx = ctx or DistContext()
     run = RunDir(Path(run_dir))
     resumed = latest_checkpoint(run.checkpoints)
-    initial = None
-    if resumed is None and cfg.train.init_from is not None:
-        initial = load_initial_weights(cfg.train.init_from)
-        if cfg.train.text_encoder is None:  # condition on the embeddings the weights were trained with
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"text_encoder": initial.text_encoder})})
-    elif resumed is not None and cfg.train.init_from is not None:
-        log.info("resuming %s: its checkpoint is used, --init-from %s is not", run.root, cfg.train.init_from)
+    m, t = cfg.model, cfg.train
+    if m.arch == "stackgan1" and m.v1_stage == 2 and resumed is None and t.init_from is None and t.stage1 is None:
+        raise UsageError("StackGAN v1 Stage II trains on a frozen Stage-I generator: pass --stage1 RUN_DIR "
+                         "(the Stage-I run directory, one of its checkpoints or its exported model)")
+    initial, stage1 = None, None
+    if resumed is None:
+        initial = load_initial_weights(t.init_from) if t.init_from is not None else None
+        stage1 = load_initial_weights(t.stage1, "--stage1") if t.stage1 is not None else None
+        source = initial or stage1
+        if source is not None and t.text_encoder is None:  # condition on the embeddings the weights were trained with
+            cfg = cfg.model_copy(update={"train": t.model_copy(update={"text_encoder": source.text_encoder})})
+    elif t.init_from is not None or t.stage1 is not None:
+        log.info("resuming %s: its checkpoint is used, not --init-from / --stage1", run.root)
     trainer = Trainer(cfg, run.root, ctx=ctx, progress_fn=progress_fn)
     if initial is not None:
         trainer.start_from(initial)
+    if stage1 is not None:
+        trainer.start_stage2(stage1)
+    # Images only at the trained branches' sizes; StackGAN v1 makes its wrong pairs inside the batch.
+    sizes = [m.resolutions[i] for i in m.trained_branches]
+    data_args = {"augment": True, "seed": t.seed, "wrong_images": m.arch != "stackgan1"}
     if ctx.is_main:
-        dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed, progress_fn=progress_fn)
+        dataset = build_dataset(cfg.data, "train", sizes, progress_fn=progress_fn, **data_args)
     ctx.barrier()  # the toy-birds cache is rendered once, by rank 0
     if not ctx.is_main:
-        dataset = build_dataset(cfg.data, "train", cfg.model.resolutions, augment=True, seed=cfg.train.seed)
+        dataset = build_dataset(cfg.data, "train", sizes, **data_args)
     trainer.epoch_length(len(dataset))
     if cfg.train.text_encoder is not None and not Path(cfg.train.text_encoder).is_dir():
         raise CheckpointError(f"--text-encoder {cfg.train.text_encoder} is not a directory")

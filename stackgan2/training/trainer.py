@@ -1,4 +1,5 @@
-"""The StackGAN++ training loop (official hanzhanggit/StackGAN-v2 ``trainer.py`` step order).
+"""The one training loop, for StackGAN++ (official hanzhanggit/StackGAN-v2 ``trainer.py`` step order)
+and StackGAN v1 (hanzhanggit/StackGAN-Pytorch ``trainer.py``: Stage I, or Stage II on a frozen Stage-I G).
 
 Per iteration: one generator forward; for every stage i a discriminator update from three separate
 forward passes (real, wrong, detached fake), conditioned on the detached CA mean (``stacked_d_passes``
@@ -9,6 +10,11 @@ update. Losses come from ``stackgan2.losses``; the loop reports through ``progre
 ``train.damsm_coef > 0`` the G loss adds AttnGAN's DAMSM term on the last branch, scored by the frozen
 pretrained DAMSM encoders (``attach_text_encoder``), which also turn each batch's captions into word
 features.
+
+StackGAN v1 runs the same iteration with its own D passes and loss weights (``stackgan2.stackgan1``:
+wrong pairs from the real batch shifted by one, D's condition detached in the G step too) on its one
+trained branch; the frozen Stage-I G of Stage II is left out of the optimiser (and gets no gradient).
+``train.lr_decay_every`` halves both learning rates every N epochs (official v1 schedule).
 
 Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
 randomness from (seed, epoch, index), (b) the epoch's permutation, derived from (seed, epoch), and
@@ -35,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stackgan2 import stackgan1
 from stackgan2.config import ExperimentConfig, TrainConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
@@ -46,7 +53,7 @@ from stackgan2.losses import (
     kl_loss,
     matching_aware_gradient_penalty,
 )
-from stackgan2.networks import Generator, build_discriminators, init_weights
+from stackgan2.networks import build_discriminators, build_generator, init_weights
 from stackgan2.progress import ProgressFn, report
 from stackgan2.text.features import CaptionFeatures, FrozenDAMSM
 from stackgan2.training.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
@@ -122,6 +129,12 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The default collation of items, leaving out fields the dataset did not fill (StackGAN v1 makes
+    its wrong pairs inside the batch, so its items carry no ``wrong_images``)."""
+    return torch.utils.data.default_collate([{k: v for k, v in item.items() if v is not None} for item in items])
+
+
 def steps_per_epoch(dataset_size: int, batch_size: int, world_size: int = 1) -> int:
     return (dataset_size // world_size) // batch_size
 
@@ -151,10 +164,13 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)
         m, t = cfg.model, cfg.train
-        self.G = Generator(m).split_condition(t.split_condition_conv).to(self.device)
+        self.v1 = m.arch == "stackgan1"
+        self.branches = m.trained_branches  # discriminator k judges generator branch branches[k]
+        self.G = build_generator(m).split_condition(t.split_condition_conv).to(self.device)
         self.discriminators = build_discriminators(m).to(self.device)
-        init_weights(self.G)
-        init_weights(self.discriminators)
+        scheme = "normal" if self.v1 else "orthogonal"
+        init_weights(self.G, scheme)
+        init_weights(self.discriminators, scheme)
         broadcast_module(self.G, self.ctx)
         broadcast_module(self.discriminators, self.ctx)
         nhwc = t.channels_last if t.channels_last is not None else self.device.type == "cuda"
@@ -164,7 +180,9 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         # Plain path: the per-tensor for-loop Adam; fast path: one fused kernel (CPU and CUDA alike).
         optim = {"fused": True} if t.fused_optimizer else {"foreach": False}
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **optim)
+        # Only what requires a gradient: StackGAN v1 Stage II's frozen Stage-I G stays out (official).
+        self.G_params = [p for p in self.G.parameters() if p.requires_grad]
+        self.opt_G = torch.optim.Adam(self.G_params, lr=t.lr_g, betas=(t.beta1, t.beta2), **optim)
         self.opts_D = [
             torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **optim) for D in self.discriminators
         ]
@@ -268,23 +286,27 @@ class Trainer:
                                 "the attached text encoder (Trainer.attach_text_encoder)")
         batch = embedding.shape[0]
         z = torch.randn(batch, self.cfg.model.z_dim, device=self.device, generator=self.noise)
-        eps = torch.randn(batch, self.cfg.model.c_dim, device=self.device, generator=self.noise)
+        eps = torch.randn(batch, self.cfg.model.eps_dim, device=self.device, generator=self.noise)
         with self._autocast():
             fakes, mu, logvar = self.G_forward(z, embedding, eps)
+        fakes = [fakes[b] for b in self.branches]
         stats: dict[str, Tensor] = {}
 
         condition = mu.detach()
         for i, (D, opt, scaler) in enumerate(zip(self.D_forwards, self.opts_D, self.scalers, strict=False)):
             opt.zero_grad(set_to_none=True)
             with self._autocast():
-                if t.stacked_d_passes:
+                if self.v1:
+                    loss, terms = stackgan1.discriminator_loss(self.discriminators[i], real[i], fakes[i], condition)
+                elif t.stacked_d_passes:
                     stacked = D(torch.cat([real[i], wrong[i], fakes[i].detach()]), condition.repeat(3, 1), groups=3)
                     real_out, wrong_out, fake_out = zip(*(logits.chunk(3) for logits in stacked), strict=True)
                 else:
                     real_out = D(real[i], condition)
                     wrong_out = D(wrong[i], condition)
                     fake_out = D(fakes[i].detach(), condition)
-                loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef, t.gan_loss)
+                if not self.v1:
+                    loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef, t.gan_loss)
                 if t.ma_gp_coef > 0:
                     # A separate real pass (levers.md section 4: through the stacked batch it doubles D's cost).
                     images = real[i].detach().requires_grad_(True)
@@ -303,7 +325,10 @@ class Trainer:
             with self._autocast():
                 adversarial = mu.new_zeros(())
                 for i, D in enumerate(self.D_forwards):
-                    loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef, t.gan_loss)
+                    if self.v1:
+                        loss, terms = stackgan1.generator_loss(self.discriminators[i], fakes[i], mu)
+                    else:
+                        loss, terms = generator_adversarial_loss(D(fakes[i], mu), t.uncond_coef, t.gan_loss)
                     adversarial = adversarial + loss
                     stats.update({f"G{i}/{k}": v for k, v in terms.items()})
                 kl = kl_loss(mu.float(), logvar.float())
@@ -316,7 +341,7 @@ class Trainer:
                 total = total + t.damsm_coef * damsm
                 terms.update({f"DAMSM/{k}": v for k, v in damsm_terms.items()})
                 stats.update({f"DAMSM/{k}": v for k, v in damsm_terms.items()})
-            self._update(total, self.opt_G, self.scalers[-1], list(self.G.parameters()), "G", terms)
+            self._update(total, self.opt_G, self.scalers[-1], self.G_params, "G", terms)
             stats["G/total"] = total.detach()
         finally:
             self.discriminators.requires_grad_(True)
@@ -353,7 +378,7 @@ class Trainer:
         tensors: dict[str, Tensor] = {}
         for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
             tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-        optimizers = {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
+        optimizers = self._optimizers()
         groups = {}
         for name, opt in optimizers.items():
             state = opt.state_dict()
@@ -409,8 +434,8 @@ class Trainer:
         """CheckpointError unless ``checkpoint`` was trained with this model architecture."""
         self._check_architecture(checkpoint.meta.get("config", {}).get("model"), f"checkpoint {checkpoint.path}")
 
-    def _check_architecture(self, stored: Any, what: str) -> None:
-        current = self.cfg.model.model_dump(mode="json")
+    def _check_architecture(self, stored: Any, what: str, current: dict[str, Any] | None = None) -> None:
+        current = current if current is not None else self.cfg.model.model_dump(mode="json")
         if stored != current:
             raise CheckpointError(f"{what} was trained with a different architecture ({_diff(stored, current)})")
 
@@ -421,7 +446,7 @@ class Trainer:
         branches (``model.stage_num``) than the source are allowed too (growing the tree): the source's
         branches are loaded and the new refine stages, image heads and discriminators start fresh."""
         stored, ndf, stages = weights.config.model.model_dump(mode="json"), self.cfg.model.ndf, self.cfg.model.stage_num
-        grown = stored["stage_num"] < stages
+        grown = stored["stage_num"] < stages and self.cfg.model.arch == "stackgan2"  # v1 has its own Stage II
         normalised = {**stored, "ndf": ndf, "stage_num": stages if grown else stored["stage_num"]}
         self._check_architecture(normalised, f"--init-from {weights.source}")  # ndf shapes only D
         states = dict(weights.states)
@@ -441,6 +466,26 @@ class Trainer:
         except RuntimeError as exc:
             raise CheckpointError(f"--init-from {weights.source} does not fit this model: {str(exc).splitlines()[0]}") from None
 
+    def start_stage2(self, weights: InitialWeights) -> None:
+        """StackGAN v1 Stage II: load the Stage-I generator of ``weights`` (its G_ema, which the v1
+        presets keep equal to G) into the frozen Stage-I G inside G and G_ema. A run of another
+        family, stage, preset, architecture or text embedding is refused with one line."""
+        source, stored, m = weights.source, weights.config, self.cfg.model
+        if stored.model.arch != "stackgan1" or stored.model.v1_stage != 1:
+            raise CheckpointError(f"--stage1 {source} is not a StackGAN v1 Stage-I model (arch {stored.model.arch}, "
+                                  f"v1_stage {stored.model.v1_stage})")
+        if stored.preset != self.cfg.preset:
+            raise CheckpointError(f"--stage1 {source} was trained with preset {stored.preset}, this run uses {self.cfg.preset}")
+        # The discriminator width and Stage II's residual blocks do not shape the Stage-I generator.
+        ignored = {"v1_stage": 1, "ndf": m.ndf, "r_num": m.r_num}
+        current = {**m.model_dump(mode="json"), **ignored}
+        self._check_architecture({**stored.model.model_dump(mode="json"), **ignored}, f"--stage1 {source}", current)
+        if stored.train.embeddings != self.cfg.train.embeddings:
+            raise CheckpointError(f"--stage1 {source} was trained on {stored.train.embeddings} embeddings, "
+                                  f"this run uses {self.cfg.train.embeddings}")
+        for G in (self.G, self.G_ema):
+            G.stage1.load_state_dict(weights.states["G_ema"])
+
     def load_weights(self, checkpoint: Checkpoint) -> None:
         """Restore G, G_ema, the discriminators and the optimisers (not RNG or position)."""
         tensors, meta = checkpoint.tensors, checkpoint.meta
@@ -448,8 +493,7 @@ class Trainer:
         try:
             for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
                 module.load_state_dict(_section(tensors, prefix))
-            optimizers = {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
-            for name, opt in optimizers.items():
+            for name, opt in self._optimizers().items():
                 state: dict[int, dict[str, Tensor]] = {}
                 for key, value in tensors.items():
                     if key.startswith(name + "."):
@@ -461,11 +505,22 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this model: {str(exc).splitlines()[0]}") from None
 
-    def _apply_optimizer_settings(self, name: str, optimizer: torch.optim.Optimizer) -> None:
-        """The config's learning rate and betas win over the checkpoint's param_groups, so that
-        ``--resume --lr-g 5e-5`` changes the rate (exact resume is unaffected when they are equal)."""
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
+
+    def _lr(self, name: str) -> float:
+        """The config's rate for optimiser ``name`` at the current epoch: halved at every epoch that is a
+        positive multiple of ``lr_decay_every`` (official v1 ``trainer.py``: ``epoch % LR_DECAY_EPOCH == 0``)."""
         t = self.cfg.train
-        lr, betas = (t.lr_g if name == "opt_G" else t.lr_d), (t.beta1, t.beta2)
+        base = t.lr_g if name == "opt_G" else t.lr_d
+        return base * 0.5 ** (self.epoch // t.lr_decay_every) if t.lr_decay_every else base
+
+    def _apply_optimizer_settings(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        """The config's learning rate (at this epoch of its schedule) and betas win over the checkpoint's
+        param_groups, so that ``--resume --lr-g 5e-5`` changes the rate (exact resume is unaffected when
+        they are equal)."""
+        t = self.cfg.train
+        lr, betas = self._lr(name), (t.beta1, t.beta2)
         for group in optimizer.param_groups:
             if group["lr"] != lr:
                 log.info("%s: learning rate %g -> %g (from the config)", name, group["lr"], lr)
@@ -499,7 +554,8 @@ class Trainer:
         text = None
         if self.needs_caption_features and self.damsm is not None:
             text = self.damsm.captions(batch["caption"], batch["class_id"])
-        return [move(x) for x in batch["images"]], [move(x) for x in batch["wrong_images"]], embedding, text
+        wrong = [move(x) for x in batch["wrong_images"]] if "wrong_images" in batch else []  # v1: none
+        return [move(x) for x in batch["images"]], wrong, embedding, text
 
     def epoch_length(self, dataset_size: int) -> int:
         """Iterations per epoch; StackGAN2Error if one batch needs more images than there are."""
@@ -535,12 +591,16 @@ class Trainer:
         started = time.perf_counter()
         skipped_in_a_row, data_total = 0, 0.0
         loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda",
-                         "worker_init_fn": _ignore_stop_signals if self.cfg.data.workers else None}
+                         "worker_init_fn": _ignore_stop_signals if self.cfg.data.workers else None,
+                         "collate_fn": _collate}
         self.G.train()
         self.discriminators.train()
         with self._signals():
             while self.step < total_steps:
                 dataset.set_epoch(self.epoch)
+                for name, opt in self._optimizers().items():
+                    for group in opt.param_groups:
+                        group["lr"] = self._lr(name)
                 batches = EpochBatches(len(dataset), t.batch_size, t.seed, self.epoch, self.ctx, self.batch_in_epoch)
                 loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
                 tick = fetch = time.perf_counter()
@@ -623,7 +683,7 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + 12345)
         count = embeddings.shape[0]
         z = torch.randn(count, self.cfg.model.z_dim, device=self.device, generator=generator)
-        eps = torch.zeros(count, self.cfg.model.c_dim, device=self.device)
+        eps = torch.zeros(count, self.cfg.model.eps_dim, device=self.device)
         images, _, _ = self.G_ema(z, embeddings.to(self.device).float(), eps)
         path = self.run.sample_grid(epoch)
         branch_strip_grid([im.float().cpu() for im in images], path)
@@ -640,9 +700,10 @@ class InitialWeights:
     text_encoder: Path                     # the text encoder the weights were trained with
 
 
-def load_initial_weights(source: Path) -> InitialWeights:
+def load_initial_weights(source: Path, flag: str = "--init-from") -> InitialWeights:
     """A pipeline directory (its G_ema starts both G and G_ema; the discriminators start fresh), a run
-    directory (its newest valid checkpoint) or a checkpoint file (G, G_ema and the discriminators)."""
+    directory (its newest valid checkpoint) or a checkpoint file (G, G_ema and the discriminators).
+    ``flag`` names the option in error messages."""
     from stackgan2.pipeline import TEXT_ENCODER_DIR, Text2ImagePipeline, _validate_config
 
     source = Path(source)
@@ -651,7 +712,7 @@ def load_initial_weights(source: Path) -> InitialWeights:
 
         checkpoint = load_checkpoint(source) if source.is_file() else latest_checkpoint(source / "checkpoints")
         if checkpoint is None:
-            raise CheckpointError(f"--init-from {source}: the run has no valid checkpoint")
+            raise CheckpointError(f"{flag} {source}: the run has no valid checkpoint")
         config = _validate_config(checkpoint.meta.get("config"), checkpoint.path)  # CheckpointError if invalid
         states = {prefix: _section(checkpoint.tensors, prefix) for prefix in ("G", "G_ema", "D")}
         run_root = source.parent.parent if source.is_file() else source
