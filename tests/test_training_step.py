@@ -207,6 +207,16 @@ def test_checkpoint_of_other_architecture_is_refused(cfg, tmp_path):
         other.load_state(load_checkpoint(path))
 
 
+def test_checkpoint_from_before_a_model_field_existed_is_accepted(cfg, tmp_path):
+    """Fields added later (arch, the levers) are filled with their defaults before comparing, so runs
+    written by older versions still resume; a real difference is still refused."""
+    trainer = Trainer(cfg, tmp_path)
+    older = {k: v for k, v in cfg.model.model_dump(mode="json").items() if k not in ("arch", "d_projection", "d_norm")}
+    trainer._check_architecture(older, "an older checkpoint")
+    with pytest.raises(CheckpointError, match="ngf"):
+        trainer._check_architecture({**older, "ngf": cfg.model.ngf * 2}, "an older checkpoint")
+
+
 def test_fast_path_matches_plain_path(tmp_path):
     """channels_last + fused Adam + foreach EMA + the split condition conv + stacked D passes give the
     same training as eager NCHW for-loop Adam, the refine stages' joint conv over the full

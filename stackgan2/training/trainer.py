@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from stackgan2 import stackgan1
-from stackgan2.config import ExperimentConfig, TrainConfig
+from stackgan2.config import ExperimentConfig, ModelConfig, TrainConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
 from stackgan2.losses import (
@@ -436,6 +436,11 @@ class Trainer:
 
     def _check_architecture(self, stored: Any, what: str, current: dict[str, Any] | None = None) -> None:
         current = current if current is not None else self.cfg.model.model_dump(mode="json")
+        if isinstance(stored, dict):
+            # A checkpoint written before a model field existed stores no value for it: the field's
+            # default (the architecture it was trained with) fills it in before comparing.
+            with contextlib.suppress(ValueError):
+                stored = ModelConfig.model_validate(stored).model_dump(mode="json")
         if stored != current:
             raise CheckpointError(f"{what} was trained with a different architecture ({_diff(stored, current)})")
 
