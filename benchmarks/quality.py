@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if not marks or marks[0] <= 0 or marks[-1] > args.minutes:
         parser.error(f"--eval-at and --minutes must lie in ({spent / 60:.1f}, {args.minutes}]")
 
+    this = shlex.join(["python", "benchmarks/quality.py", *argv])
+    result: dict[str, Any] = {}
     for i, mark in enumerate(marks):
         cmd = train_command(run_dir, train_args, text_encoder, resume=args.extend or i > 0)
         spent += train_segment(cmd, run_dir / "stats.jsonl", mark * 60 - spent)
@@ -182,21 +184,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         branches = judge(run_dir, args.num_samples, args.eval_seed)
         evals.append({"minutes": mark, "iterations": checkpoint.step, "seconds": round(spent, 1),
                       "eval_seconds": round(time.perf_counter() - tick, 1), "branches": branches})
-    final = evals[-1]
-    result = {
-        "name": args.name,
-        "config": train_args,
-        "iterations": final["iterations"],
-        "seconds": final["seconds"],
-        "branches": final["branches"],
-        "evals": evals,
-        "num_samples": args.num_samples,
-        "command": commands[0] if commands else shlex.join(["python", "benchmarks/quality.py", *argv]),
-        "commands": [*commands, shlex.join(["python", "benchmarks/quality.py", *argv])],
-    }
-    line = json.dumps(result)
-    (run_dir / "quality.json").write_text(line + "\n", encoding="utf-8")
-    print(line, flush=True)
+        result = {
+            "name": args.name,
+            "config": train_args,
+            "iterations": checkpoint.step,
+            "seconds": round(spent, 1),
+            "branches": branches,
+            "evals": evals,
+            "num_samples": args.num_samples,
+            "command": commands[0] if commands else this,
+            "commands": [*commands, this],
+        }
+        # Written after every evaluation, so that a row cut short can be continued with --extend.
+        (run_dir / "quality.json").write_text(json.dumps(result) + "\n", encoding="utf-8")
+    print(json.dumps(result), flush=True)
     return result
 
 
