@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stackgan2.errors import ConfigError
 
 PRESETS = ("tiny", "toy", "birds", "flowers", "v1-toy", "v1-birds", "v1-coco")
-DATASETS = ("toy-birds", "cub", "flowers", "folder")
+DATASETS = ("toy-birds", "cub", "flowers", "coco", "folder")
 
 
 class _Frozen(BaseModel):
@@ -109,8 +109,8 @@ class ModelConfig(_Frozen):
 class DataConfig(_Frozen):
     """Which dataset and how it is prepared."""
 
-    dataset: Literal["toy-birds", "cub", "flowers", "folder"] = "toy-birds"
-    data_dir: Path | None = Field(None, description="root of cub/flowers/folder data (toy-birds: unused)")
+    dataset: Literal["toy-birds", "cub", "flowers", "coco", "folder"] = "toy-birds"
+    data_dir: Path | None = Field(None, description="root of cub/flowers/coco/folder data (toy-birds: unused)")
     cache_dir: Path | None = Field(None, description="render/decode cache; default $XDG_CACHE_HOME/stackgan2")
     toy_train_size: int = Field(8855, ge=1, description="toy-birds train images (CUB: 8,855)")
     toy_test_size: int = Field(2933, ge=1, description="toy-birds test images (CUB: 2,933)")

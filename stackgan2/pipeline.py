@@ -15,6 +15,14 @@ Noise: image ``k`` of every prompt comes from a CPU ``torch.Generator`` seeded `
 then the conditioning-augmentation eps, as the official sampler draws a fresh CA sample). So the same
 seed gives the same noise on every device and batch size, all prompts share their noise (easy to
 compare), and image ``k`` of seed ``s`` is image 0 of seed ``s + k``.
+
+Batch independence: CPU kernels (MKL's GEMM, oneDNN's small convolutions) add up in another order for
+a forward of one to three rows than for four or more, which moves a few pixels by one level. Every
+generator forward therefore runs at least ``MIN_FORWARD_ROWS`` rows (short batches are padded with
+copies of their last row, dropped afterwards), so an image is the same bytes whether it was made
+alone, as image ``k`` of a batch, or beside other requests in ``stackgan2 serve``. Measured with one
+intra-op thread (how the tests and benchmarks run); with several threads MKL also splits the work by
+row count, and a batched image may then differ from a lone one by one level in a few pixels.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ TEXT_ENCODER_DIR = "text_encoder"
 MAX_IMAGES_PER_PROMPT = 256
 MAX_INTERPOLATION_STEPS = 64
 MAX_SEED = 2**63 - 1 - MAX_IMAGES_PER_PROMPT
+MIN_FORWARD_ROWS = 4  # see "Batch independence" above: 1-3 row forwards round differently on the CPU
 _EXPECTED = (
     "expected a pipeline directory (stackgan2 export), a run directory (runs/<name>) "
     "or a checkpoint file (runs/<name>/checkpoints/step-XXXXXXXX.safetensors)"
@@ -204,12 +213,15 @@ class Text2ImagePipeline:
     ``pipe(["a small red bird"], seed=0).images`` -> PIL images of the final branch.
     """
 
-    def __init__(self, generator: torch.nn.Module, text_encoder: PromptEncoder, config: ExperimentConfig) -> None:
+    def __init__(
+        self, generator: torch.nn.Module, text_encoder: PromptEncoder, config: ExperimentConfig, step: int | None = None
+    ) -> None:
         if text_encoder.dim != config.model.text_dim:
             raise ValueError(f"text encoder gives {text_encoder.dim}-d embeddings, model.text_dim is {config.model.text_dim}")
         self.generator = generator.eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self.config = config
+        self.step = step  # training iterations behind G_ema, when known (checkpoints; exports since they record it)
 
     @property
     def device(self) -> torch.device:
@@ -254,7 +266,7 @@ class Text2ImagePipeline:
         if not state:
             raise CheckpointError(f"{checkpoint.path} holds no G_ema weights")
         generator = _build_generator(config, state, checkpoint.path)
-        return cls(generator, _load_text_encoder(text_dir, config), config)
+        return cls(generator, _load_text_encoder(text_dir, config), config, checkpoint.step)
 
     @classmethod
     def _from_pipeline_dir(cls, directory: Path) -> Text2ImagePipeline:
@@ -271,7 +283,9 @@ class Text2ImagePipeline:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{directory / GENERATOR_FILE} is not a readable safetensors file: {exc}") from None
         generator = _build_generator(config, state, directory / GENERATOR_FILE)
-        return cls(generator, _load_text_encoder(directory / TEXT_ENCODER_DIR, config), config)
+        step = payload.get("step")
+        step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+        return cls(generator, _load_text_encoder(directory / TEXT_ENCODER_DIR, config), config, step)
 
     def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
         """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
@@ -298,6 +312,7 @@ class Text2ImagePipeline:
                 "version": PIPELINE_VERSION,
                 "dtype": str(dtype).removeprefix("torch."),
                 "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+                "step": self.step,
                 "config": config.model_dump(mode="json"),
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -329,11 +344,8 @@ class Text2ImagePipeline:
             self.to(device)
         encoded = self.text_encoder.encode(prompts, device=self.device)
         n = num_images_per_prompt
-        z, eps = self._noise(range(seed, seed + n))
-        z = _truncate(z, truncation)
-        branches = self._generate(
-            encoded.embeddings.repeat_interleave(n, dim=0), z.repeat(len(prompts), 1), eps.repeat(len(prompts), 1), batch_size
-        )
+        seeds = list(range(seed, seed + n)) * len(prompts)
+        branches = self.render(encoded.embeddings.repeat_interleave(n, dim=0), seeds, truncation, batch_size)
         return PipelineOutput(
             branches,
             [p for p in prompts for _ in range(n)],
@@ -377,6 +389,20 @@ class Text2ImagePipeline:
             branches, captions, list(range(steps)), seed, self.config.model.resolutions, encoded.unknown, encoded.truncated
         )
 
+    @torch.inference_mode()
+    def render(
+        self, embeddings: torch.Tensor, seeds: Sequence[int], truncation: float | None = None, batch_size: int = 16
+    ) -> list[list[Image.Image]]:
+        """Row ``i``: sentence embedding ``embeddings[i]`` with the noise of seed ``seeds[i]`` -> PIL images per branch.
+
+        The building block of ``__call__`` and of ``stackgan2 serve``, which stacks the rows of several
+        requests into one forward; a row's images do not depend on the rows beside it.
+        """
+        if embeddings.shape[0] != len(seeds):
+            raise ValueError(f"need one seed per embedding row, got {len(seeds)} seeds for {embeddings.shape[0]} rows")
+        z, eps = self._noise(seeds)
+        return self._generate(embeddings, _truncate(z, truncation), eps, batch_size)
+
     def _noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """z (N, z_dim) and CA eps (N, eps_dim), row i from a CPU generator seeded ``seeds[i]`` (StackGAN v1
         Stage II: the eps of both CA networks, Stage I's first)."""
@@ -391,16 +417,17 @@ class Text2ImagePipeline:
     def _generate(
         self, embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, batch_size: int
     ) -> list[list[Image.Image]]:
-        """Run G_ema in batches; returns PIL images per branch."""
+        """Run G_ema in batches of at least ``MIN_FORWARD_ROWS`` rows; returns PIL images per branch."""
         _check_range("batch_size", batch_size, 1, 4096)
         branches: list[list[Image.Image]] = [[] for _ in self.config.model.resolutions]
         for start in range(0, z.shape[0], batch_size):
             part = slice(start, start + batch_size)
-            images, _, _ = self.generator(
-                z[part].to(self.device), embeddings[part].to(self.device), eps[part].to(self.device)
-            )
+            rows = z[part].shape[0]
+            pad = torch.full((max(0, MIN_FORWARD_ROWS - rows),), rows - 1, dtype=torch.long)
+            padded = [torch.cat([x[part], x[part][pad]]).to(self.device) for x in (z, embeddings, eps)]
+            images, _, _ = self.generator(*padded)
             for out, image in zip(branches, images, strict=True):
-                out.extend(to_pil(image))
+                out.extend(to_pil(image[:rows]))
         return branches
 
 

@@ -33,6 +33,25 @@ def _library_logger_propagates():
     reset()
 
 
+TINY_CAPTIONS = ["a small red bird with black wings", "a large blue bird with a short yellow beak"]
+
+
+def make_tiny_pipeline(seed: int = 0):
+    """A tiny-preset ``Text2ImagePipeline`` built directly (no training), 8/16/32 px, vocabulary of TINY_CAPTIONS."""
+    from stackgan2.config import resolve_config
+    from stackgan2.networks import Generator, init_weights
+    from stackgan2.pipeline import Text2ImagePipeline
+    from stackgan2.text import PromptEncoder, TextEncoder, Vocabulary
+
+    cfg = resolve_config("tiny")
+    torch.manual_seed(seed)
+    generator = Generator(cfg.model)
+    generator.apply(init_weights)
+    vocab = Vocabulary.build(TINY_CAPTIONS)
+    encoder = PromptEncoder(vocab, TextEncoder(len(vocab), cfg.text.word_dim, cfg.text.dim), cfg.text)
+    return Text2ImagePipeline(generator, encoder, cfg)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

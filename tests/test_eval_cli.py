@@ -191,3 +191,19 @@ def test_eval_judges_the_chosen_branch(runner, tiny_run, toy_cache, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["branch"] == 0 and report["dataset"]["resolution"] == 8  # tiny preset: 8/16/32 px
+
+
+def test_eval_reads_a_stackgan1_stage2_model(runner, tiny_run, toy_cache, tmp_path):
+    """A StackGAN v1 Stage-II run is evaluated like any model: its final (Stage-II) images are scored."""
+    train = ["--quiet", "train", "--preset", "v1-toy", "--device", "cpu", "--cache-dir", str(toy_cache), "--max-steps", "2",
+             "--text-encoder", str(tiny_run / "run" / "text_encoder")]
+    assert runner.invoke(app, [*train, "--run-dir", str(tmp_path / "s1")]).exit_code == 0
+    result = runner.invoke(app, [*train, "--v1-stage", "2", "--stage1", str(tmp_path / "s1"), "--run-dir", str(tmp_path / "s2")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["eval", "--model", str(tmp_path / "s2"), "--cache-dir", str(toy_cache), "--device", "cpu",
+                                 "--batch-size", "32", "--classifier", str(tiny_run / "clf"), "--num-samples", "64",
+                                 "--metrics", "fid,is", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["fid"] > 1.0 and 1.0 <= metrics["inception_score"]["mean"] <= 100

@@ -1,4 +1,4 @@
-"""Datasets: toy-birds (built in), cub / flowers (the original StackGAN layout) and folder (your own).
+"""Datasets: toy-birds (built in), cub / flowers (the original StackGAN layout), coco and folder (your own).
 
 ``build_dataset(cfg, split, image_sizes, augment=...)`` returns a ``CaptionedImageDataset`` whatever the
 source. Images are decoded (or, for toy-birds, drawn) once into a memory-mapped cache under
@@ -44,6 +44,7 @@ def build_dataset(
     it); every other field of an item is unchanged.
     Raises ``DataError`` naming the file or folder when the data is missing or malformed.
     """
+    from stackgan2.data.coco import load_coco
     from stackgan2.data.cub import load_stackgan_layout
     from stackgan2.data.dataset import CaptionedImageDataset
     from stackgan2.data.folder import load_folder
@@ -62,6 +63,8 @@ def build_dataset(
         parts = load_toy_birds(cfg, split, progress_fn)
     elif cfg.dataset in ("cub", "flowers"):
         parts = load_stackgan_layout(cfg, split, short_side, progress_fn)
+    elif cfg.dataset == "coco":
+        parts = load_coco(cfg, split, short_side, progress_fn)
     else:
         parts = load_folder(cfg, split, short_side, progress_fn)
     return CaptionedImageDataset(parts, image_sizes, augment=augment, seed=seed, wrong_images=wrong_images)

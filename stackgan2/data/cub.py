@@ -124,10 +124,10 @@ def _load_embeddings(path: Path, count: int) -> np.ndarray | None:
     try:
         array = np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError):
-        raise DataError(f"{path} should hold a (N, 10, 1024) array of caption embeddings") from None
+        raise DataError(f"{path} should hold a (N, captions, 1024) array of caption embeddings") from None
     if array.ndim != 3 or len(array) != count:
         described = f"{len(array)} entries of shape {array.shape[1:]}" if array.ndim else "a scalar"
-        raise DataError(f"{path} has {described}, expected {count} entries of shape (10, 1024), one per image")
+        raise DataError(f"{path} has {described}, expected {count} entries of shape (captions, 1024), one per image")
     return array
 
 

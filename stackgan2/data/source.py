@@ -21,7 +21,7 @@ DECODER_VERSION = 1  # bump when decoding or cropping changes, so old decoded ca
 class DatasetParts:
     """Cached images plus everything known about them, aligned by index."""
 
-    name: str                                           # "toy-birds", "cub", "flowers" or "folder"
+    name: str                                           # "toy-birds", "cub", "flowers", "coco" or "folder"
     split: str                                          # "train" or "test"
     images: ImageStore                                  # uint8 images, shorter side = the cache size
     files: list[str]                                    # image names (toy-birds: "train/000042")

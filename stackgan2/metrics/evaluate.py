@@ -367,11 +367,9 @@ def evaluate_model(
         raise UsageError(f"{text_encoder} holds no DAMSM image encoder (image_encoder.safetensors); R-precision needs one")
     damsm_dir = text_encoder if text_encoder is not None else find_damsm_encoder(model)
     resolutions = pipe.config.model.resolutions
-    if branch is None:
-        branch = len(resolutions) - 1
-    if not 0 <= branch < len(resolutions):
+    if branch is not None and not 0 <= branch < len(resolutions):
         raise UsageError(f"--branch {branch}: the model has branches 0..{len(resolutions) - 1} ({resolutions} px)")
-    size = resolutions[branch]
+    size = resolutions[-1 if branch is None else branch]
     dataset = build_dataset(data, "test", image_sizes=[size], augment=False, seed=seed, progress_fn=progress_fn)
     values = dataset.attribute_values if dataset.attributes is not None else None
     has_attributes = values is not None and all(name in values for name in PROMPT_ATTRIBUTES)
@@ -388,7 +386,7 @@ def evaluate_model(
         candidates = mismatched_candidates(np.asarray(dataset.class_ids)[sampled_images], R_PRECISION_CANDIDATES, seed)
     judges, extractors = _load_judges(wanted, classifier, inception_weights, damsm_dir, dataset, data.dataset, dev)
     real, dataset_sha256 = _judge_real(dataset, size, judges, batch_size, dev, progress_fn)
-    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn, branch)
+    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn, -1 if branch is None else branch)
     return {
         "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges,
                            _named_attributes(data.dataset, prompts, dataset.attributes)),
@@ -396,7 +394,7 @@ def evaluate_model(
         "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, pipe.text_encoder.text_encoder)},
         "dataset": {"name": data.dataset, "split": "test", "images": len(dataset.captions), "resolution": size,
                     "sha256": dataset_sha256},
-        "branch": branch,
+        "branch": len(resolutions) - 1 if branch is None else branch,
         "feature_extractors": extractors,
         "seed": seed,
         "seconds": time.perf_counter() - start_time,
