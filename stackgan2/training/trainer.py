@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import random
 import shutil
@@ -593,6 +594,10 @@ class Trainer:
             self.run.truncate_stats(self.step)
         last_checkpoint = resume_from.path if resume_from else None
         last_stats: dict[str, float] = {}
+        # The models, data and imports are built: move those objects out of the garbage collector's
+        # reach, so that a full collection during training (a ~0.3 s pause on one slow core, seen
+        # landing inside the first checkpoint write) only walks what the loop itself allocates.
+        gc.freeze()
         started = time.perf_counter()
         skipped_in_a_row, data_total = 0, 0.0
         loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda",
