@@ -42,6 +42,19 @@ class ModelConfig(_Frozen):
     c_dim: int = Field(128, ge=1, description="conditioning-augmentation code dimension")
     text_dim: int = Field(256, ge=1, description="sentence-embedding dimension (1024 for char-CNN-RNN)")
     r_num: int = Field(2, ge=0, description="residual blocks per refine stage")
+    # Levers beyond the official architecture (issue 18; off = official). See docs/quality.md.
+    d_projection: bool = Field(
+        False, description="add the projection term <W mu, mean-pooled image code> to each D's conditional logit "
+        "(Miyato & Koyama, ICLR 2018; pfnet-research/sngan_projection dis_models/snresnet.py)",
+    )
+    d_norm: Literal["batch", "spectral"] = Field(
+        "batch", description="D normalisation: official batch norm, or spectral norm on every D conv/linear and no "
+        "batch norm (Miyato et al. 2018; as DM-GAN code/model.py and XMC-GAN do for text GANs)",
+    )
+    g_text_fusion: bool = Field(
+        False, description="DF-GAN deep text fusion: a text-predicted per-channel scale and shift after every G "
+        "up-block, initialised as the identity (Tao et al. CVPR 2022, tobran/DF-GAN code/models/GAN.py Affine)",
+    )
 
     @field_validator("base_size")
     @classmethod
@@ -141,6 +154,15 @@ class TrainConfig(_Frozen):
     uncond_coef: float = Field(1.0, ge=0)
     kl_coef: float = Field(2.0, ge=0)
     color_coef: float = Field(0.0, ge=0)
+    gan_loss: Literal["bce", "hinge"] = Field(
+        "bce", description="adversarial loss: official BCE, or hinge (D: relu(1 - real) + relu(1 + fake); G: -fake) "
+        "as DF-GAN / BigGAN / XMC-GAN",
+    )
+    ma_gp_coef: float = Field(
+        0.0, ge=0, description="matching-aware zero-centred gradient penalty k * mean(||grad D(x, mu)||^p) on real "
+        "matching pairs, w.r.t. image and text (DF-GAN: k = 2, p = 6); 0 = off; needs model.d_norm = spectral",
+    )
+    ma_gp_power: float = Field(6.0, gt=0, description="the MA-GP power p (DF-GAN: 6)")
     damsm_coef: float = Field(
         0.0, ge=0, description="DAMSM generator loss weight (lambda) on the last branch, with the frozen "
         "pretrained DAMSM encoders; 0 = off (AttnGAN bird_attn2.yml: 5, coco_attn2.yml: 50)",
@@ -201,6 +223,9 @@ class ExperimentConfig(_Frozen):
                 f"model.text_dim ({self.model.text_dim}) must equal text.dim ({self.text.dim}) "
                 "when the generator is conditioned on our own text encoder"
             )
+        if self.train.ma_gp_coef > 0 and self.model.d_norm == "batch":
+            # Batch norm couples the samples, so a per-sample input gradient is not defined (levers: avoid).
+            raise ValueError("train.ma_gp_coef > 0 needs a discriminator without batch norm (model.d_norm = spectral)")
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
         if self.train.stage1 is not None and (self.model.arch != "stackgan1" or self.model.v1_stage != 2):

@@ -314,7 +314,7 @@ def test_eval_conditions_an_imported_model_on_the_test_sets_char_cnn_rnn_embeddi
     table = read_char_cnn_rnn(layout / "test" / "char-CNN-RNN-embeddings.pickle")
     pipe = Text2ImagePipeline.from_pretrained(small_pipe)
     images, captions = sample_plan([table.shape[1]] * len(table), 5)
-    batch, _ = generate_final_images(pipe, ["unused"] * 5, range(5), table[images, captions])
+    batch, _ = generate_final_images(pipe, ["unused"] * 5, range(5), embeddings=table[images, captions])
     alone = np.asarray(pipe(embeddings=table[images[3], captions[3]], seed=3).images[0])
     assert np.abs(batch[3].astype(int) - alone).max() <= 1  # batch 5 vs 1: float32 rounding, at most one level
 
