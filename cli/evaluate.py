@@ -51,6 +51,9 @@ def evaluate(
     batch_size: BatchSize = 50,
     device: DeviceOpt = "auto",
     seed: Annotated[int, Opt("--seed", min=0, help="Noise seed: sample i uses seed + i.")] = 0,
+    branch: Annotated[
+        int | None, Opt("--branch", help="Generator branch to judge: 0 = 64 px, 1 = 128 px, ... (default: the final one).")
+    ] = None,
     out: Annotated[Path, Opt("--out", "-o", help="Where to write the JSON report.")] = Path("metrics.json"),
 ) -> None:
     """Generate images for the test captions and compute FID, Inception Score, R-precision and attribute accuracy."""
@@ -71,6 +74,7 @@ def evaluate(
             batch_size=batch_size,
             device=device,
             seed=seed,
+            branch=branch,
             progress_fn=progress,
         )
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

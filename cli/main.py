@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app) and owns its commands.
-COMMAND_MODULES = ["info", "train", "text", "check", "sample", "evaluate", "data", "serve"]
+COMMAND_MODULES = ["info", "train", "text", "check", "sample", "evaluate", "data", "serve", "import_cmd"]
 
 
 def _version(value: bool) -> None:

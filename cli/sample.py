@@ -76,23 +76,37 @@ def sample(
     attention: Annotated[bool, Opt("--attention", help="AttnGAN models: also write, per refine stage, the image "
                                    "and one attention overlay per word of the prompt.")] = False,
     device: DeviceOpt = "auto",
+    embeddings: Annotated[
+        Path | None,
+        Opt("--embeddings", exists=True, dir_okay=False,
+            help="Instead of prompts: a char-CNN-RNN embeddings pickle (official StackGAN layout, e.g. "
+                 "birds/test/char-CNN-RNN-embeddings.pickle) for models without text encoder."),
+    ] = None,
+    index: Annotated[str, Opt("--index", help="With --embeddings: images to use, e.g. 3, 0..7 (inclusive) or 0,5,9.")] = "0",
+    caption: Annotated[int, Opt("--caption", min=0, help="With --embeddings: which of each image's captions.")] = 0,
 ) -> None:
-    """Turn sentences into images; prints the paths of the PNGs it writes."""
+    """Turn sentences (or precomputed sentence embeddings) into images; prints the paths of the PNGs it writes."""
+    from stackgan2.errors import UsageError
     from stackgan2.io import check_output_dir
 
-    texts = _read_prompts(prompts, prompts_file)
+    if embeddings is not None:
+        if prompts or prompts_file is not None:
+            raise UsageError("give prompts or --embeddings, not both")
+        from stackgan2.data.cub import char_cnn_rnn_prompts
+
+        vectors, texts = char_cnn_rnn_prompts(embeddings, index, caption)
+        conditioning = {"embeddings": vectors, "labels": texts}
+    else:
+        texts = _read_prompts(prompts, prompts_file)
+        conditioning = {"prompts": texts}
     check_output_dir(out)
     pipe = _load(model, device)
     if attention and not pipe.attends_to_words:
-        from stackgan2.errors import UsageError
-
         raise UsageError(f"--attention needs an AttnGAN model (model.arch attngan); {model or 'the shipped model'} "
                          f"is {pipe.config.model.arch}")
     if attention and grid:
-        from stackgan2.errors import UsageError
-
         raise UsageError("--attention writes one strip per image and stage; it cannot be combined with --grid")
-    output = pipe(texts, num_images_per_prompt=num_images, seed=seed, truncation=truncation)
+    output = pipe(**conditioning, num_images_per_prompt=num_images, seed=seed, truncation=truncation)
     _warn_unknown(texts, output)
     for path in output.save(out, all_stages=all_stages, grid=grid, attention=attention):
         console.print(str(path), highlight=False, soft_wrap=True)

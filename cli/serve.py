@@ -66,6 +66,7 @@ def serve(
     sock = bind(host, port)
     try:
         pipe = _load(model, device)
+        pipe.require_text_encoder()  # the API takes prompts: an imported char-CNN-RNN model is refused in one line
         name, shipped = model_name(model)
         batcher = BatchingGenerator(pipe, max_batch, gather_ms)
         app = create_app(batcher, model_info(pipe, name, shipped, max_batch))

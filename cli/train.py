@@ -55,6 +55,20 @@ def train(
     uncond_coef: Annotated[float | None, Opt("--uncond-coef", help="Unconditional loss weight (official: 1.0).")] = None,
     color_coef: Annotated[float | None, Opt("--color-coef", help="Colour-consistency weight (official birds: 0, unconditional: 50).")] = None,
     kl_coef: Annotated[float | None, Opt("--kl-coef", help="KL weight (official: 2.0).")] = None,
+    beta1: Annotated[float | None, Opt("--beta1", help="Adam beta1 of G and D (official: 0.5; DF-GAN TTUR: 0.0).")] = None,
+    beta2: Annotated[float | None, Opt("--beta2", help="Adam beta2 of G and D (official: 0.999; DF-GAN TTUR: 0.9).")] = None,
+    d_projection: Annotated[bool | None, Opt("--d-projection/--no-d-projection", help="Projection term "
+        "<W mu, pooled image code> in each D's conditional logit (Miyato & Koyama 2018). Default off.")] = None,
+    d_norm: Annotated[str | None, Opt("--d-norm", help="D normalisation: batch (official) or spectral "
+        "(spectral norm, no batch norm; Miyato et al. 2018).")] = None,
+    g_text_fusion: Annotated[bool | None, Opt("--g-text-fusion/--no-g-text-fusion", help="DF-GAN deep text fusion: "
+        "text-predicted per-channel scale/shift after every G up-block, starting as identity (Tao et al. 2022). Default off.")] = None,
+    gan_loss: Annotated[str | None, Opt("--gan-loss", help="Adversarial loss: bce (official) or hinge (DF-GAN, BigGAN).")] = None,
+    ma_gp: Annotated[float | None, Opt("--ma-gp", help="Matching-aware gradient penalty weight k on real matching pairs "
+        "(DF-GAN: 2; 0 = off, official); needs --d-norm spectral.")] = None,
+    ma_gp_power: Annotated[float | None, Opt("--ma-gp-power", help="MA-GP power p (DF-GAN: 6).")] = None,
+    stacked_d_passes: Annotated[bool | None, Opt("--stacked-d-passes/--no-stacked-d-passes", help="D step: real, wrong "
+        "and fake images in one stacked pass (same maths; cheaper with --d-norm spectral).")] = None,
     damsm_coef: Annotated[float | None, Opt("--damsm-coef", help="DAMSM generator loss weight on the last branch, "
                           "frozen pretrained DAMSM encoders (AttnGAN: 5 birds, 50 COCO; 0 = off).")] = None,
     seed: Seed = None,
@@ -100,6 +114,15 @@ def train(
         "train.uncond_coef": uncond_coef,
         "train.color_coef": color_coef,
         "train.kl_coef": kl_coef,
+        "train.beta1": beta1,
+        "train.beta2": beta2,
+        "model.d_projection": d_projection,
+        "model.d_norm": d_norm,
+        "model.g_text_fusion": g_text_fusion,
+        "train.gan_loss": gan_loss,
+        "train.ma_gp_coef": ma_gp,
+        "train.ma_gp_power": ma_gp_power,
+        "train.stacked_d_passes": stacked_d_passes,
         "train.damsm_coef": damsm_coef,
         "train.seed": seed,
         "train.device": device,

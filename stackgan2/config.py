@@ -48,6 +48,19 @@ class ModelConfig(_Frozen):
         "mask.repeat(HW, 1), so at batch > 1 pixels use other captions' padding masks); the released "
         "AttnGAN models were trained with it",
     )
+    # Levers beyond the official architecture (issue 18; off = official). See docs/quality.md.
+    d_projection: bool = Field(
+        False, description="add the projection term <W mu, mean-pooled image code> to each D's conditional logit "
+        "(Miyato & Koyama, ICLR 2018; pfnet-research/sngan_projection dis_models/snresnet.py)",
+    )
+    d_norm: Literal["batch", "spectral"] = Field(
+        "batch", description="D normalisation: official batch norm, or spectral norm on every D conv/linear and no "
+        "batch norm (Miyato et al. 2018; as DM-GAN code/model.py and XMC-GAN do for text GANs)",
+    )
+    g_text_fusion: bool = Field(
+        False, description="DF-GAN deep text fusion: a text-predicted per-channel scale and shift after every G "
+        "up-block, initialised as the identity (Tao et al. CVPR 2022, tobran/DF-GAN code/models/GAN.py Affine)",
+    )
 
     @field_validator("base_size")
     @classmethod
@@ -58,6 +71,9 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _channels_divide(self) -> ModelConfig:
+        if self.g_text_fusion and self.arch != "stackgan2":
+            raise ValueError(f"model.g_text_fusion (--g-text-fusion) is built into the StackGAN++ generator only, "
+                             f"not arch {self.arch}")
         if self.arch == "stackgan1":
             if self.stage_num != 1:
                 raise ValueError(
@@ -155,6 +171,15 @@ class TrainConfig(_Frozen):
     uncond_coef: float = Field(1.0, ge=0)
     kl_coef: float = Field(2.0, ge=0)
     color_coef: float = Field(0.0, ge=0)
+    gan_loss: Literal["bce", "hinge"] = Field(
+        "bce", description="adversarial loss: official BCE, or hinge (D: relu(1 - real) + relu(1 + fake); G: -fake) "
+        "as DF-GAN / BigGAN / XMC-GAN",
+    )
+    ma_gp_coef: float = Field(
+        0.0, ge=0, description="matching-aware zero-centred gradient penalty k * mean(||grad D(x, mu)||^p) on real "
+        "matching pairs, w.r.t. image and text (DF-GAN: k = 2, p = 6); 0 = off; needs model.d_norm = spectral",
+    )
+    ma_gp_power: float = Field(6.0, gt=0, description="the MA-GP power p (DF-GAN: 6)")
     damsm_coef: float = Field(
         0.0, ge=0, description="DAMSM generator loss weight (lambda) on the last branch, with the frozen "
         "pretrained DAMSM encoders; 0 = off (AttnGAN bird_attn2.yml: 5, coco_attn2.yml: 50)",
@@ -215,6 +240,12 @@ class ExperimentConfig(_Frozen):
                 f"model.text_dim ({self.model.text_dim}) must equal text.dim ({self.text.dim}) "
                 "when the generator is conditioned on our own text encoder"
             )
+        if self.train.gan_loss != "bce" and self.model.arch != "stackgan2":
+            raise ValueError(f"train.gan_loss {self.train.gan_loss} (--gan-loss) is built into the StackGAN++ losses "
+                             f"only; arch {self.model.arch} uses its official BCE losses")
+        if self.train.ma_gp_coef > 0 and self.model.d_norm == "batch":
+            # Batch norm couples the samples, so a per-sample input gradient is not defined (levers: avoid).
+            raise ValueError("train.ma_gp_coef > 0 needs a discriminator without batch norm (model.d_norm = spectral)")
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
         if self.model.arch == "attngan" and self.train.batch_size < 2:

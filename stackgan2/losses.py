@@ -27,20 +27,33 @@ def bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def discriminator_loss(real: Logits, wrong: Logits, fake: Logits, uncond_coef: float) -> tuple[Tensor, dict[str, Tensor]]:
+def hinge(logits: Tensor, target: float) -> Tensor:
+    """D's hinge term: mean(relu(1 - x)) for target 1, mean(relu(1 + x)) for target 0 (BigGAN-PyTorch
+    ``losses.py`` ``loss_hinge_dis``; DF-GAN and XMC-GAN use the same)."""
+    return F.relu(1.0 - logits).mean() if target == 1.0 else F.relu(1.0 + logits).mean()
+
+
+LOSSES = {"bce": bce, "hinge": hinge}
+
+
+def discriminator_loss(
+    real: Logits, wrong: Logits, fake: Logits, uncond_coef: float, kind: str = "bce"
+) -> tuple[Tensor, dict[str, Tensor]]:
     """One stage's D loss from three separate forward passes (official ``train_Dnet``).
 
     With u = uncond_coef > 0:
         [BCE(real_c, 1) + u BCE(real_u, 1)] + [BCE(wrong_c, 0) + u BCE(wrong_u, 1)] + [BCE(fake_c, 0) + u BCE(fake_u, 0)]
     (a mismatched real image is still "real" for the unconditional head). With u = 0:
         BCE(real_c, 1) + 0.5 (BCE(wrong_c, 0) + BCE(fake_c, 0)).
-    Returns the total and its terms (detached) for logging.
+    ``kind="hinge"`` puts the hinge terms in place of every BCE term. Returns the total and its terms
+    (detached) for logging.
     """
-    real_term, wrong_term, fake_term = bce(real[0], 1.0), bce(wrong[0], 0.0), bce(fake[0], 0.0)
+    term = LOSSES[kind]
+    real_term, wrong_term, fake_term = term(real[0], 1.0), term(wrong[0], 0.0), term(fake[0], 0.0)
     if uncond_coef > 0:
-        real_term = real_term + uncond_coef * bce(real[1], 1.0)
-        wrong_term = wrong_term + uncond_coef * bce(wrong[1], 1.0)
-        fake_term = fake_term + uncond_coef * bce(fake[1], 0.0)
+        real_term = real_term + uncond_coef * term(real[1], 1.0)
+        wrong_term = wrong_term + uncond_coef * term(wrong[1], 1.0)
+        fake_term = fake_term + uncond_coef * term(fake[1], 0.0)
         total = real_term + wrong_term + fake_term
     else:
         total = real_term + 0.5 * (wrong_term + fake_term)
@@ -66,11 +79,28 @@ def stackgan1_discriminator_loss(
     return (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3, terms
 
 
-def generator_adversarial_loss(fake: Logits, uncond_coef: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """One stage's G adversarial loss: BCE(cond, 1) + u BCE(uncond, 1) (official ``train_Gnet``)."""
-    cond = bce(fake[0], 1.0)
-    uncond = bce(fake[1], 1.0) if uncond_coef > 0 else torch.zeros_like(cond)
+def generator_adversarial_loss(fake: Logits, uncond_coef: float, kind: str = "bce") -> tuple[Tensor, dict[str, Tensor]]:
+    """One stage's G adversarial loss: BCE(cond, 1) + u BCE(uncond, 1) (official ``train_Gnet``);
+    with ``kind="hinge"`` -mean(cond) - u mean(uncond) (the hinge G loss, ``loss_hinge_gen``)."""
+    def term(logits: Tensor) -> Tensor:
+        return bce(logits, 1.0) if kind == "bce" else -logits.mean()
+
+    cond = term(fake[0])
+    uncond = term(fake[1]) if uncond_coef > 0 else torch.zeros_like(cond)
     return cond + uncond_coef * uncond, {"cond": cond.detach(), "uncond": uncond.detach()}
+
+
+def matching_aware_gradient_penalty(logits: Tensor, images: Tensor, condition: Tensor, coef: float,
+                                    power: float) -> Tensor:
+    """DF-GAN's MA-GP: ``coef * mean(||(d logits / d images, d logits / d condition)||_2 ^ power)``.
+
+    ``logits`` come from a pass over real images and their matching text code, both with
+    ``requires_grad``; the penalty keeps the graph (it is part of D's loss). DF-GAN uses coef 2 and
+    power 6 (tobran/DF-GAN ``code/lib/modules.py`` ``MA_GP``: ``2.0 * torch.mean(grad_l2norm ** 6)``).
+    """
+    grad_images, grad_condition = torch.autograd.grad(logits.sum(), (images, condition), create_graph=True)
+    grads = torch.cat([grad_images.flatten(1), grad_condition.flatten(1)], dim=1)
+    return coef * grads.pow(2).sum(dim=1).sqrt().pow(power).mean()
 
 
 def kl_loss(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -96,14 +96,42 @@ class ConditioningAugmentation(nn.Module):
         return mu + std * eps, mu, logvar
 
 
+class TextAffine(nn.Module):
+    """DF-GAN's text-conditioned per-channel affine: ``gamma(c) * x + beta(c)``.
+
+    gamma and beta are each ``Linear(c_dim, C) -> ReLU -> Linear(C, C)``; the second Linear starts at
+    weight 0 and bias 1 (gamma) / 0 (beta), so the block starts as the identity (tobran/DF-GAN
+    ``code/models/GAN.py`` ``Affine._initialize``). Here it follows each G up-block's GLU, keeping the
+    official batch norm (levers.md, "Porting to StackGAN++"), and is driven by the CA code c.
+    """
+
+    def __init__(self, c_dim: int, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Sequential(nn.Linear(c_dim, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
+        self.beta = nn.Sequential(nn.Linear(c_dim, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
+        self.reset_identity()
+
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        for head, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
+            head[-1].weight.zero_()
+            head[-1].bias.fill_(bias)
+
+    def forward(self, x: Tensor, c_code: Tensor) -> Tensor:
+        return self.gamma(c_code)[:, :, None, None] * x + self.beta(c_code)[:, :, None, None]
+
+
 class InitStage(nn.Module):
     """code -> Linear -> BN1d -> activation -> 4x4 x channels, then up-blocks halving the width.
 
     Official INIT_STAGE_G: GLU, 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf. StackGAN v1 STAGE1_G: the
-    same with ReLU, 4x4 x 8*GF_DIM -> 64x64 x GF_DIM/2.
+    same with ReLU, 4x4 x 8*GF_DIM -> 64x64 x GF_DIM/2. With ``c_dim`` (deep text fusion) a
+    ``TextAffine`` follows every up-block.
     """
 
-    def __init__(self, in_dim: int, channels: int, num_upsamples: int = 4, activation: Activation = "glu") -> None:
+    def __init__(
+        self, in_dim: int, channels: int, num_upsamples: int = 4, activation: Activation = "glu", c_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.channels = channels
         width = channels * 4 * 4 * (2 if activation == "glu" else 1)
@@ -111,10 +139,17 @@ class InitStage(nn.Module):
         self.upsample = nn.Sequential(
             *[conv_block(channels // 2**i, channels // 2 ** (i + 1), True, activation) for i in range(num_upsamples)]
         )
+        self.fusion = (
+            nn.ModuleList(TextAffine(c_dim, channels // 2 ** (i + 1)) for i in range(num_upsamples)) if c_dim else None
+        )
 
-    def forward(self, code: Tensor) -> Tensor:
+    def forward(self, code: Tensor, c_code: Tensor | None = None) -> Tensor:
         hidden = self.fc(code).view(-1, self.channels, 4, 4)
-        return self.upsample(hidden)
+        if self.fusion is None:
+            return self.upsample(hidden)
+        for block, fuse in zip(self.upsample, self.fusion, strict=True):
+            hidden = fuse(block(hidden), c_code)
+        return hidden
 
 
 def _stretch(small: Tensor, dim: int, size: int) -> Tensor:
@@ -159,6 +194,7 @@ class RefineStage(nn.Module):
         activation: Activation = "glu",
         condition_first: bool = True,
         num_upsamples: int = 1,
+        text_fusion: bool = False,
     ) -> None:
         super().__init__()
         self.c_dim, self.condition_first = c_dim, condition_first
@@ -168,6 +204,7 @@ class RefineStage(nn.Module):
         ups = [conv_block(channels // 2**i, channels // 2 ** (i + 1), True, activation) for i in range(num_upsamples)]
         # One up-block keeps the official NEXT_STAGE_G state-dict keys (upsample.1 is its conv).
         self.upsample = ups[0] if num_upsamples == 1 else nn.Sequential(*ups)
+        self.fusion = TextAffine(c_dim, channels // 2**num_upsamples) if text_fusion else None
 
     def forward(self, hidden: Tensor, c_code: Tensor) -> Tensor:
         height, width = hidden.shape[-2:]
@@ -182,7 +219,8 @@ class RefineStage(nn.Module):
             condition = c_code[:, :, None, None].expand(-1, -1, height, width)
             parts = [condition, hidden] if self.condition_first else [hidden, condition]
             out = self.joint(torch.cat(parts, dim=1))
-        return self.upsample(self.residual(out))
+        out = self.upsample(self.residual(out))
+        return out if self.fusion is None else self.fusion(out, c_code)
 
 
 class ToImage(nn.Module):
@@ -211,10 +249,11 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim)
         num_upsamples = int(math.log2(cfg.base_size // 4))
-        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples)
+        fusion_dim = cfg.c_dim if cfg.g_text_fusion else None
+        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, c_dim=fusion_dim)
         widths = [cfg.ngf // 2**i for i in range(cfg.stage_num)]
         self.refine_stages = nn.ModuleList(
-            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1))
+            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1), text_fusion=cfg.g_text_fusion)
             for i in range(1, cfg.stage_num)
         )
         self.to_images = nn.ModuleList(ToImage(width) for width in widths)
@@ -234,7 +273,7 @@ class Generator(nn.Module):
             f"sentence_embedding: expected ({batch}, {self.cfg.text_dim}), got {tuple(sentence_embedding.shape)}"
         )
         c_code, mu, logvar = self.ca(sentence_embedding, eps)
-        hidden = self.init_stage(torch.cat([c_code, z], dim=1))
+        hidden = self.init_stage(torch.cat([c_code, z], dim=1), c_code)
         images = [self.to_images[0](hidden)]
         for refine, to_image in zip(self.refine_stages, self.to_images[1:], strict=True):
             hidden = refine(hidden, c_code)
@@ -252,9 +291,10 @@ def down_block(in_channels: int, out_channels: int, batch_norm: bool = True, lea
     return nn.Sequential(*layers)
 
 
-def _conv3x3_leaky(in_channels: int, out_channels: int) -> nn.Sequential:
-    """conv3x3 -> BN -> LeakyReLU(0.2) (official Block3x3_leakRelu)."""
-    return nn.Sequential(conv3x3(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True))
+def _conv3x3_leaky(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+    """conv3x3 [-> BN] -> LeakyReLU(0.2) (official Block3x3_leakRelu)."""
+    norm = [nn.BatchNorm2d(out_channels)] if batch_norm else []
+    return nn.Sequential(conv3x3(in_channels, out_channels), *norm, nn.LeakyReLU(0.2, inplace=True))
 
 
 class StageDiscriminator(nn.Module):
@@ -269,28 +309,39 @@ class StageDiscriminator(nn.Module):
     StackGAN v1's STAGE1_D (64 px) and STAGE2_D (256 px) are the same encoder and heads, with
     ``condition_first=False`` (v1 concatenates [code ; condition]) and, for STAGE1_D,
     ``unconditional=False`` (no unconditional head; ``uncond_head`` then returns None).
+
+    Levers (off = official): ``projection`` adds ``<W mu, mean-pooled code>`` to the conditional logit
+    (Miyato & Koyama 2018: ``out = l7(h) + sum(l_y(y) * h)`` in sngan_projection's snresnet.py, with a
+    Linear on the text code in place of the class embedding, as XMC-GAN does); ``norm="spectral"``
+    drops every batch norm and puts spectral norm on every conv and linear layer.
     """
 
     def __init__(
-        self, resolution: int, ndf: int, c_dim: int, unconditional: bool = True, condition_first: bool = True
+        self, resolution: int, ndf: int, c_dim: int, unconditional: bool = True, condition_first: bool = True,
+        projection: bool = False, norm: Literal["batch", "spectral"] = "batch",
     ) -> None:
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
             raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
         self.resolution, self.c_dim, self.condition_first = resolution, c_dim, condition_first
+        bn = norm == "batch"
         downs = int(math.log2(resolution // 4))
         head = min(downs, 4)
         widths = [ndf * 2**i for i in range(head)]
         blocks = [down_block(3, widths[0], batch_norm=False)]
-        blocks += [down_block(widths[i - 1], widths[i]) for i in range(1, head)]
+        blocks += [down_block(widths[i - 1], widths[i], bn) for i in range(1, head)]
         extra = downs - head
-        blocks += [down_block(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1)) for i in range(extra)]
-        blocks += [_conv3x3_leaky(widths[-1] * 2 ** (i + 1), widths[-1] * 2**i) for i in reversed(range(extra))]
+        blocks += [down_block(widths[-1] * 2**i, widths[-1] * 2 ** (i + 1), bn) for i in range(extra)]
+        blocks += [_conv3x3_leaky(widths[-1] * 2 ** (i + 1), widths[-1] * 2**i, bn) for i in reversed(range(extra))]
         self.encoder = nn.Sequential(*blocks)
         code_channels = widths[-1]
         self.uncond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4) if unconditional else None
-        self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels)
+        self.joint = _conv3x3_leaky(code_channels + c_dim, code_channels, bn)
         self.cond_logits = nn.Conv2d(code_channels, 1, kernel_size=4, stride=4)
+        self.projection = nn.Linear(c_dim, code_channels, bias=False) if projection else None
+        if norm == "spectral":
+            for layer in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]:
+                nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, images: Tensor, condition: Tensor, groups: int = 1) -> tuple[Tensor, Tensor | None]:
         """Conditional and unconditional logits, (B,) each.
@@ -317,7 +368,10 @@ class StageDiscriminator(nn.Module):
         assert condition.shape == (code.shape[0], self.c_dim), f"condition: expected ({code.shape[0]}, {self.c_dim})"
         tiled = condition[:, :, None, None].expand(-1, -1, 4, 4)
         joint = _grouped(self.joint, torch.cat([tiled, code] if self.condition_first else [code, tiled], dim=1), groups)
-        return self.cond_logits(joint).view(-1)
+        logits = self.cond_logits(joint).view(-1)
+        if self.projection is not None:
+            logits = logits + (self.projection(condition) * code.mean(dim=(2, 3))).sum(dim=1)
+        return logits
 
     def uncond_head(self, code: Tensor) -> Tensor | None:
         """Unconditional logits (B,), or None for a discriminator without that head."""
@@ -361,7 +415,7 @@ def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:
     # AttnGAN (D_GET_LOGITS) concatenate [code ; condition], StackGAN++ [condition ; code].
     return nn.ModuleList(
         StageDiscriminator(cfg.resolutions[i], cfg.ndf, cfg.condition_dim, unconditional=not v1 or cfg.v1_stage == 2,
-                           condition_first=cfg.arch == "stackgan2")
+                           condition_first=cfg.arch == "stackgan2", projection=cfg.d_projection, norm=cfg.d_norm)
         for i in cfg.trained_branches
     )
 
@@ -370,18 +424,33 @@ def build_discriminators(cfg: ModelConfig) -> nn.ModuleList:
 def init_weights(module: nn.Module, scheme: Literal["orthogonal", "normal"] = "orthogonal") -> None:
     """Official weights_init. StackGAN++ (``orthogonal``): orthogonal conv/linear weights, linear bias 0,
     BN weight N(1, 0.02), bias 0. StackGAN v1 (``normal``, PT ``miscc/utils.py``): conv and linear
-    weights N(0, 0.02), conv biases left at PyTorch's default, linear bias 0, BN as above."""
+    weights N(0, 0.02), conv biases left at PyTorch's default, linear bias 0, BN as above.
+
+    A spectrally normalised layer gets its stored (unnormalised) weight initialised; ``TextAffine``
+    blocks are then reset to the identity."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             if scheme == "orthogonal":
-                nn.init.orthogonal_(m.weight, 1.0)
+                nn.init.orthogonal_(_raw_weight(m), 1.0)
             else:
-                m.weight.normal_(0.0, 0.02)
+                _raw_weight(m).normal_(0.0, 0.02)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             m.weight.normal_(1.0, 0.02)
             m.bias.zero_()
+
+
+    for m in module.modules():
+        if isinstance(m, TextAffine):
+            m.reset_identity()
+
+
+def _raw_weight(layer: nn.Module) -> Tensor:
+    """The weight tensor a layer stores: under spectral norm the parametrization's original."""
+    if nn.utils.parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return layer.weight
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -5,7 +5,12 @@ A pipeline directory, written by ``save_pretrained`` (``stackgan2 export``), hol
     config.json             {"format": "stackgan2-pipeline", "version": 1, "dtype": "float32" | "float16",
                              "sha256": {relative file: hash}, "config": <ExperimentConfig>}
     generator.safetensors   the G_ema state dict
-    text_encoder/           ``PromptEncoder.save`` (the text side only, no DAMSM image encoder)
+    text_encoder/           ``PromptEncoder.save`` (the text side only, no DAMSM image encoder); absent
+                            for a model conditioned on precomputed embeddings it cannot compute itself
+                            (an imported char-CNN-RNN model: ``pipe(embeddings=...)``, see stackgan2.official)
+
+An imported model's config.json also holds ``"source"``: the official file it came from (name,
+sha256, family, preset).
 
 ``from_pretrained`` also reads a training run directory (its newest checkpoint that verifies) or one
 checkpoint file (its text encoder is then ``<run>/text_encoder``, two levels up). Files are checked
@@ -48,11 +53,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stackgan2.config import ExperimentConfig
-from stackgan2.errors import CheckpointError, UsageError
+from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
 from stackgan2.networks import build_generator
-from stackgan2.text import PromptEncoder, tokenize
+from stackgan2.text import EncodedPrompts, PromptEncoder, tokenize
 
 if TYPE_CHECKING:
     from stackgan2.training.checkpoint import Checkpoint
@@ -252,18 +257,26 @@ class PipelineOutput:
 class Text2ImagePipeline:
     """Text encoder (with its vocabulary) + ``G_ema`` + the ``ExperimentConfig`` they were trained with.
 
-    ``pipe(["a small red bird"], seed=0).images`` -> PIL images of the final branch.
+    ``pipe(["a small red bird"], seed=0).images`` -> PIL images of the final branch;
+    ``pipe(embeddings=tensor)`` conditions on sentence embeddings directly (the only way for a model
+    without text encoder, ``text_encoder=None``). ``source`` records where an imported model came from.
     """
 
     def __init__(
-        self, generator: torch.nn.Module, text_encoder: PromptEncoder, config: ExperimentConfig, step: int | None = None
+        self,
+        generator: torch.nn.Module,
+        text_encoder: PromptEncoder | None,
+        config: ExperimentConfig,
+        step: int | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
-        if text_encoder.dim != config.model.text_dim:
+        if text_encoder is not None and text_encoder.dim != config.model.text_dim:
             raise ValueError(f"text encoder gives {text_encoder.dim}-d embeddings, model.text_dim is {config.model.text_dim}")
         self.generator = generator.eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self.config = config
         self.step = step  # training iterations behind G_ema, when known (checkpoints; exports since they record it)
+        self.source = source
 
     @property
     def device(self) -> torch.device:
@@ -271,8 +284,31 @@ class Text2ImagePipeline:
 
     def to(self, device: torch.device | str) -> Text2ImagePipeline:
         self.generator.to(device)
-        self.text_encoder.to(device)
+        if self.text_encoder is not None:
+            self.text_encoder.to(device)
         return self
+
+    def encode(
+        self, prompts: Sequence[str] | None = None, embeddings: torch.Tensor | np.ndarray | None = None
+    ) -> EncodedPrompts:
+        """Sentence embeddings on the pipeline's device: of ``prompts`` through the text encoder
+        (``PromptError`` if there is none), or the given ``embeddings`` (N, text_dim), checked."""
+        if embeddings is not None:
+            given = _given_embeddings(embeddings, self.config.model.text_dim)
+            return EncodedPrompts(given.embeddings.to(self.device), given.unknown, given.truncated)
+        return self.require_text_encoder().encode(prompts, device=self.device)
+
+    def require_text_encoder(self) -> PromptEncoder:
+        """The text encoder; ``PromptError`` saying what to do instead for a model without one."""
+        if self.text_encoder is None:
+            origin = f" (imported from {self.source['file']})" if self.source and "file" in self.source else ""
+            raise PromptError(
+                f"this model{origin} has no text encoder: it was trained on precomputed "
+                f"{self.config.model.text_dim}-d char-CNN-RNN embeddings, which cannot be computed from a sentence "
+                "here; give embeddings instead (stackgan2 sample --model DIR --embeddings "
+                "char-CNN-RNN-embeddings.pickle --index 0, or pipe(embeddings=...))"
+            )
+        return self.text_encoder
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
@@ -327,7 +363,11 @@ class Text2ImagePipeline:
         generator = _build_generator(config, state, directory / GENERATOR_FILE)
         step = payload.get("step")
         step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-        return cls(generator, _load_text_encoder(directory / TEXT_ENCODER_DIR, config), config, step)
+        # The hashed file list is the manifest: a model exported without text encoder lists none of its files.
+        has_text = any(name.startswith(f"{TEXT_ENCODER_DIR}/") for name in payload["sha256"])
+        text_encoder = _load_text_encoder(directory / TEXT_ENCODER_DIR, config) if has_text else None
+        source = payload.get("source") if isinstance(payload.get("source"), dict) else None
+        return cls(generator, text_encoder, config, step, source)
 
     def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
         """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
@@ -347,7 +387,8 @@ class Text2ImagePipeline:
         def write(tmp: Path) -> None:
             state = {k: _cast(v, dtype) for k, v in self.generator.state_dict().items()}
             save_file(state, str(tmp / GENERATOR_FILE))
-            _text_side(self.text_encoder, dtype).save(tmp / TEXT_ENCODER_DIR)
+            if self.text_encoder is not None:
+                _text_side(self.text_encoder, dtype).save(tmp / TEXT_ENCODER_DIR)
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
             payload = {
                 "format": PIPELINE_FORMAT,
@@ -356,6 +397,7 @@ class Text2ImagePipeline:
                 "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
                 "step": self.step,
                 "config": config.model_dump(mode="json"),
+                **({"source": self.source} if self.source is not None else {}),
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
@@ -366,25 +408,42 @@ class Text2ImagePipeline:
     @torch.inference_mode()
     def __call__(
         self,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str] | None = None,
         num_images_per_prompt: int = 1,
         seed: int | None = None,
         truncation: float | None = None,
         device: Device = None,
         batch_size: int = 16,
+        *,
+        embeddings: torch.Tensor | np.ndarray | None = None,
+        labels: Sequence[str] | None = None,
     ) -> PipelineOutput:
         """``num_images_per_prompt`` images of every prompt; ``truncation`` clamps |z| (truncated noise).
 
         ``seed=None`` draws a random seed (reported as ``output.seed``); ``device`` moves the pipeline
         there (it stays there). Unusable prompts raise ``PromptError``; unknown words are reported in
         ``output.unknown``. Images are generated ``batch_size`` at a time.
+
+        Instead of prompts, ``embeddings`` (N, model.text_dim) conditions on sentence embeddings
+        directly (e.g. char-CNN-RNN ones); ``labels`` (one per row, default ``"embedding i"``) then
+        caption the images.
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         _check_range("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
         seed = _resolve_seed(seed)
         if device is not None:
             self.to(device)
-        encoded = self.text_encoder.encode(prompts, device=self.device)
+        if (prompts is None) == (embeddings is None):
+            raise UsageError("give either prompts or embeddings (not both)")
+        if embeddings is not None and self.attends_to_words:
+            raise UsageError("an AttnGAN model attends to the words of a prompt: give prompts, not sentence embeddings")
+        if embeddings is not None:
+            encoded = self.encode(embeddings=embeddings)
+            prompts = list(labels) if labels is not None else [f"embedding {i}" for i in range(len(encoded.unknown))]
+            if len(prompts) != len(encoded.unknown):
+                raise UsageError(f"{len(prompts)} labels for {len(encoded.unknown)} embeddings; give one label per row")
+        else:
+            prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+            encoded = self.encode(prompts)
         n = num_images_per_prompt
         seeds = list(range(seed, seed + n)) * len(prompts)
         rows = torch.arange(len(prompts)).repeat_interleave(n)
@@ -440,7 +499,7 @@ class Text2ImagePipeline:
         seed = _resolve_seed(seed)
         if device is not None:
             self.to(device)
-        encoded = self.text_encoder.encode([start, end], device=self.device)
+        encoded = self.encode([start, end])
         t = torch.linspace(0, 1, steps)
         embeddings = torch.lerp(encoded.embeddings[:1].cpu(), encoded.embeddings[1:].cpu(), t[:, None])
         z, eps = self._noise([seed, seed + 1])
@@ -514,6 +573,19 @@ def _trim_maps(
     if attention is None or tokens is None:
         return None
     return [[maps[: len(words)] for maps, words in zip(stage, tokens, strict=True)] for stage in attention]
+
+
+def _given_embeddings(embeddings: torch.Tensor | np.ndarray, text_dim: int) -> EncodedPrompts:
+    """Caller-supplied sentence embeddings as ``EncodedPrompts`` (float32, CPU), shape and values checked."""
+    tensor = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
+    if tensor.ndim == 1:
+        tensor = tensor[None]
+    if tensor.ndim != 2 or tensor.shape[1] != text_dim or tensor.shape[0] == 0:
+        raise UsageError(f"embeddings must have shape (N, {text_dim}) for this model, got {tuple(tensor.shape)}")
+    tensor = tensor.detach().to("cpu", torch.float32)
+    if not torch.isfinite(tensor).all():
+        raise UsageError("embeddings contain NaN or infinite values")
+    return EncodedPrompts(tensor, [[] for _ in range(len(tensor))], [False] * len(tensor))
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -132,6 +132,7 @@ def test_parse_metrics():
         (["--inception-weights", "missing.pth"], 1, "Inception-v3 weights not found: missing.pth"),
         (["--classifier", "nowhere"], 1, "classifier directory not found: nowhere"),
         (["--metrics", "is", "--num-samples", "5", "--inception-weights", "x.pth"], 2, "at least 10 samples"),
+        (["--branch", "7"], 2, "--branch 7: the model has branches 0..2"),
     ],
 )
 def test_eval_errors_are_one_line(runner, tiny_run, toy_cache, args, code, message):
@@ -183,6 +184,15 @@ def test_r_precision_needs_a_damsm_image_encoder(runner, tiny_run, toy_cache, tm
     result = _eval(runner, tiny_run, toy_cache, "--metrics", "r-precision", "--text-encoder", str(tmp_path))
     assert result.exit_code == 2 and "holds no DAMSM image encoder" in result.output
 
+
+
+def test_eval_judges_the_chosen_branch(runner, tiny_run, toy_cache, tmp_path):
+    out = tmp_path / "m.json"
+    result = _eval(runner, tiny_run, toy_cache, "--classifier", str(tiny_run / "clf"), "--metrics", "fid",
+                   "--num-samples", "10", "--branch", "0", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["branch"] == 0 and report["dataset"]["resolution"] == 8  # tiny preset: 8/16/32 px
 
 
 def test_eval_reads_a_stackgan1_stage2_model(runner, tiny_run, toy_cache, tmp_path):

@@ -11,6 +11,7 @@ from stackgan2.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     kl_loss,
+    matching_aware_gradient_penalty,
     mean_covariance,
 )
 
@@ -102,6 +103,36 @@ def test_color_consistency_zero_for_consistent_branches_and_detaches_lower():
     assert color_consistency_loss([lower]).item() == 0.0
 
 
+def test_hinge_losses_by_hand():
+    real = (torch.tensor([0.5, 2.0]), torch.tensor([-1.0, 3.0]))
+    wrong = (torch.tensor([-2.0, 0.0]), torch.tensor([0.0, 0.0]))
+    fake = (torch.tensor([0.5, -3.0]), torch.tensor([1.0, -1.0]))
+    total, terms = discriminator_loss(real, wrong, fake, uncond_coef=1.0, kind="hinge")
+    # relu(1 - x) for "real" targets, relu(1 + x) for "fake" targets, means over the batch
+    expected_real = (0.5 + 0.0) / 2 + (2.0 + 0.0) / 2
+    expected_wrong = (0.0 + 1.0) / 2 + (1.0 + 1.0) / 2  # unconditional head: a wrong image is real
+    expected_fake = (1.5 + 0.0) / 2 + (2.0 + 0.0) / 2
+    assert terms["real"].item() == pytest.approx(expected_real)
+    assert terms["wrong"].item() == pytest.approx(expected_wrong)
+    assert total.item() == pytest.approx(expected_real + expected_wrong + expected_fake)
+    g_total, g_terms = generator_adversarial_loss(fake, uncond_coef=0.5, kind="hinge")
+    assert g_terms["cond"].item() == pytest.approx(1.25)  # -mean(0.5, -3.0)
+    assert g_total.item() == pytest.approx(1.25 + 0.5 * 0.0)
+
+
+def test_matching_aware_gradient_penalty_by_hand():
+    # logits = <x, a> + <c, b> per sample: the gradient is (a, b) for every sample, so the penalty is
+    # coef * (|a|^2 + |b|^2)^(p/2).
+    a = torch.tensor([[[[1.0, 2.0]]]], requires_grad=True)  # D's "weights"
+    b = torch.tensor([2.0, 0.0, 1.0], requires_grad=True)
+    images = torch.randn(4, 1, 1, 2, requires_grad=True)
+    condition = torch.randn(4, 3, requires_grad=True)
+    logits = (images * a).flatten(1).sum(1) + condition @ b
+    gp = matching_aware_gradient_penalty(logits, images, condition, coef=2.0, power=6.0)
+    assert gp.item() == pytest.approx(2.0 * 10.0**3)
+    gp.backward()  # part of D's loss: it keeps the graph down to D's weights
+    # d/da of 2 (|a|^2 + |b|^2)^3 = 12 (|a|^2 + |b|^2)^2 a
+    assert torch.allclose(a.grad, 12 * 100.0 * a.detach())
 def _damsm_batch():
     """Two images with one 1x1 region each and two one-word captions padded to T = 2 with garbage."""
     regions = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)

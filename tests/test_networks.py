@@ -142,3 +142,79 @@ def test_stacked_discriminator_pass_equals_three_separate_passes():
     assert all(torch.equal(a, b) if a.dtype == torch.long else torch.allclose(a, b, atol=1e-12)
                for a, b in zip(buffers_a, buffers_b, strict=True))
     assert any(b.dtype == torch.long and int(b) == 3 for b in buffers_b)  # num_batches_tracked: three passes
+
+
+LEVERS = {"d_projection": True, "d_norm": "spectral", "g_text_fusion": True}
+
+
+def test_levers_are_off_in_every_shipped_preset():
+    for preset in ("tiny", "toy", "birds", "flowers"):
+        cfg = resolve_config(preset)
+        assert not cfg.model.d_projection and cfg.model.d_norm == "batch" and not cfg.model.g_text_fusion
+        assert cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0
+
+
+def test_text_fusion_starts_as_the_identity():
+    cfg = resolve_config("tiny", overrides={"model.stage_num": 2}).model
+    torch.manual_seed(0)
+    fused = Generator(cfg.model_copy(update={"g_text_fusion": True}))
+    init_weights(fused)
+    plain = Generator(cfg)
+    missing, unexpected = plain.load_state_dict(fused.state_dict(), strict=False)
+    assert not missing and unexpected and all(".fusion." in k for k in unexpected)
+    fused.eval(), plain.eval()
+    z, text, eps = torch.randn(3, cfg.z_dim), torch.randn(3, cfg.text_dim), torch.randn(3, cfg.c_dim)
+    for a, b in zip(fused(z, text, eps)[0], plain(z, text, eps)[0], strict=True):
+        assert torch.equal(a, b)
+    # ... and the text moves the scale once the heads learn: gamma depends on c.
+    affine = fused.init_stage.fusion[0]
+    torch.nn.init.normal_(affine.gamma[-1].weight)
+    assert not torch.allclose(affine.gamma(eps)[0], affine.gamma(eps)[1])
+
+
+def test_projection_adds_the_inner_product_of_text_and_pooled_code():
+    torch.manual_seed(0)
+    D = StageDiscriminator(16, 4, 8, projection=True).eval()
+    plain = StageDiscriminator(16, 4, 8).eval()
+    plain.load_state_dict({k: v for k, v in D.state_dict().items() if not k.startswith("projection")})
+    images, mu = torch.randn(3, 3, 16, 16), torch.randn(3, 8)
+    code = D.encoder(images).mean(dim=(2, 3))
+    expected = plain(images, mu)[0] + (D.projection.weight @ mu.T).T.mul(code).sum(1)
+    assert torch.allclose(D(images, mu)[0], expected, atol=1e-6)
+    assert torch.equal(D(images, mu)[1], plain(images, mu)[1])
+
+
+def test_spectral_norm_discriminator_has_no_batch_norm_and_unit_spectral_norm():
+    torch.manual_seed(0)
+    D = StageDiscriminator(32, 4, 8, norm="spectral")
+    init_weights(D)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+    for _ in range(30):  # power iteration: one step per training forward
+        D(torch.randn(2, 3, 32, 32), torch.randn(2, 8))
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6  # 3 down-blocks, joint, conditional and unconditional logits
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert sigma.item() == pytest.approx(1.0, abs=0.05)
+    # per-sample: without batch norm a sample's logits do not depend on the rest of the batch
+    images, mu = torch.randn(4, 3, 32, 32), torch.randn(4, 8)
+    D.eval()
+    assert torch.allclose(D(images, mu)[0][:2], D(images[:2], mu[:2])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("lever", sorted(LEVERS))
+def test_each_lever_trains_every_parameter(lever):
+    torch.manual_seed(0)
+    cfg = resolve_config("tiny", overrides={"model.stage_num": 2, f"model.{lever}": LEVERS[lever]}).model
+    G, discriminators = Generator(cfg), build_discriminators(cfg)
+    init_weights(G)
+    init_weights(discriminators)
+    images, mu, _ = G(torch.randn(3, cfg.z_dim), torch.randn(3, cfg.text_dim))
+    loss = sum(sum(out.sum() for out in D(image, mu)) for D, image in zip(discriminators, images, strict=True))
+    loss.backward()
+    for name, p in [*G.named_parameters(), *discriminators.named_parameters()]:
+        if ".fusion." in name and (".gamma.0." in name or ".beta.0." in name):
+            # the identity start (second Linear zero) stops the first Linear's gradient until the second moves
+            assert p.grad is None or p.grad.abs().sum() == 0, name
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

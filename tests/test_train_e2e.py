@@ -146,6 +146,9 @@ def test_resume_refuses_architecture_change_and_missing_checkpoint(runner, tmp_p
         (["--batch-size", "1000"], 1, "larger than"),
         (["--stage-num", "5"], 2, "model.stage_num"),
         (["--device", "quantum"], 2, "train.device"),
+        (["--ma-gp", "2"], 2, "needs a discriminator without batch norm"),
+        (["--d-norm", "layer"], 2, "model.d_norm"),
+        (["--gan-loss", "wasserstein"], 2, "train.gan_loss"),
     ],
 )
 def test_bad_training_options(runner, tmp_path, text_encoder, args, code, message):
@@ -357,6 +360,38 @@ def test_init_from_other_architecture_or_no_model_is_refused(runner, tmp_path, t
     result = _train(runner, "--run-dir", str(tmp_path / "c"), "--init-from", str(tmp_path / "nothing"))
     assert result.exit_code == 1 and "model not found" in result.output
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_lever_flags_reach_the_config(runner, tmp_path):
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--dry-run",
+                                 "--d-projection", "--d-norm", "spectral", "--g-text-fusion", "--gan-loss", "hinge",
+                                 "--ma-gp", "2", "--ma-gp-power", "6", "--beta1", "0", "--beta2", "0.9",
+                                 "--stacked-d-passes"])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert cfg["model"] | {"d_projection": True, "d_norm": "spectral", "g_text_fusion": True} == cfg["model"]
+    assert {k: cfg["train"][k] for k in ("gan_loss", "ma_gp_coef", "ma_gp_power", "beta1", "beta2", "stacked_d_passes")} == {
+        "gan_loss": "hinge", "ma_gp_coef": 2.0, "ma_gp_power": 6.0, "beta1": 0.0, "beta2": 0.9, "stacked_d_passes": True}
+
+
+def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):
+    """A 1-branch model continues as a 3-branch one: its branch is loaded, the new ones start fresh."""
+    from stackgan2.config import resolve_config
+    from stackgan2.training.trainer import Trainer, load_initial_weights
+
+    source = tmp_path / "one"
+    result = _train(runner, "--run-dir", str(source), "--stage-num", "1", "--max-steps", "2", "--text-encoder", str(text_encoder))
+    assert result.exit_code == 0, result.output
+    trained = _latest_tensors(source)
+    trainer = Trainer(resolve_config("tiny", overrides={"train.device": "cpu"}), tmp_path / "unused")
+    fresh = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    trainer.start_from(load_initial_weights(source))
+    for key, value in trainer.G.state_dict().items():
+        loaded = key.startswith(("ca.", "init_stage.", "to_images.0."))
+        assert torch.equal(value, trained[f"G.{key}"] if loaded else fresh[key]), key
+    assert all(torch.equal(v, trained[f"D.0.{k}"]) for k, v in trainer.discriminators[0].state_dict().items())
+    result = _train(runner, "--run-dir", str(tmp_path / "three"), "--max-steps", "1", "--init-from", str(source))
+    assert result.exit_code == 0, result.output
 
 
 def test_v1_stage2_trains_on_the_frozen_stage1_generator(runner, tmp_path, text_encoder, v1_stage1):

@@ -49,9 +49,14 @@ def _step_inputs(trainer, cfg):
     return real, wrong, text.sentence, text
 
 
-@pytest.mark.parametrize("arch", ["stackgan2", "attngan"])
-def test_each_network_gets_gradient_once_per_step(cfg, tmp_path, arch):
-    cfg = _family(cfg, arch)
+ALL_LEVERS = {"model.d_projection": True, "model.d_norm": "spectral", "model.g_text_fusion": True,
+              "train.gan_loss": "hinge", "train.ma_gp_coef": 2.0}
+
+
+@pytest.mark.parametrize(("arch", "levers"), [("stackgan2", {}), ("stackgan2", ALL_LEVERS), ("attngan", {})],
+                         ids=["official", "levers", "attngan"])
+def test_each_network_gets_gradient_once_per_step(tmp_path, arch, levers):
+    cfg = _family(resolve_config("tiny", overrides={"train.device": "cpu", "train.color_coef": 1.0, **levers}), arch)
     trainer = Trainer(cfg, tmp_path)
     counts: Counter = Counter()
     named = [("G", n, p) for n, p in trainer.G.named_parameters()] + [
@@ -64,8 +69,14 @@ def test_each_network_gets_gradient_once_per_step(cfg, tmp_path, arch):
     # gradient flows into D parameters during the G step).
     for owner, name, p in named:
         assert counts[(owner, name)] == 1, (owner, name)
+        if ".fusion." in name and (".gamma.0." in name or ".beta.0." in name):
+            continue  # identity start: no gradient into the first Linear of a text-fusion head yet
         assert p.grad is not None and p.grad.abs().sum() > 0, (owner, name)
     stage_keys = {f"D{i}/{t}" for i in range(3) for t in ("real", "wrong", "fake", "total")}
+    if levers:  # the gradient penalty is logged per stage, and is positive on random images
+        assert all(stats[f"D{i}/ma_gp"] > 0 for i in range(3))
+    else:
+        assert not any("ma_gp" in k for k in stats)
     assert stage_keys | {"G0/cond", "G2/uncond", "G/adversarial", "KL", "color", "G/total"} <= set(stats)
     assert stats["color"] > 0 or arch == "attngan"
 
@@ -236,6 +247,16 @@ def test_checkpoint_of_other_architecture_is_refused(cfg, tmp_path):
     other = Trainer(resolve_config("tiny", overrides={"model.stage_num": 2, "train.device": "cpu"}), tmp_path / "b")
     with pytest.raises(CheckpointError, match="stage_num: 3 vs 2"):
         other.load_state(load_checkpoint(path))
+
+
+def test_checkpoint_from_before_a_model_field_existed_is_accepted(cfg, tmp_path):
+    """Fields added later (arch, the levers) are filled with their defaults before comparing, so runs
+    written by older versions still resume; a real difference is still refused."""
+    trainer = Trainer(cfg, tmp_path)
+    older = {k: v for k, v in cfg.model.model_dump(mode="json").items() if k not in ("arch", "d_projection", "d_norm")}
+    trainer._check_architecture(older, "an older checkpoint")
+    with pytest.raises(CheckpointError, match="ngf"):
+        trainer._check_architecture({**older, "ngf": cfg.model.ngf * 2}, "an older checkpoint")
 
 
 def test_fast_path_matches_plain_path(tmp_path):

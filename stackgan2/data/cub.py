@@ -24,7 +24,7 @@ from stackgan2.config import DataConfig
 from stackgan2.data.safe_pickle import load_pickle
 from stackgan2.data.source import DatasetParts, contiguous_ids, decoded_store, read_captions
 from stackgan2.data.transforms import BBox
-from stackgan2.errors import DataError
+from stackgan2.errors import DataError, UsageError
 from stackgan2.progress import ProgressFn
 
 _META_NAMES = {"cub": "birds", "flowers": "flowers"}
@@ -117,18 +117,63 @@ def _load_per_image(path: Path, count: int, names_path: Path) -> np.ndarray | No
     return array
 
 
-def _load_embeddings(path: Path, count: int) -> np.ndarray | None:
-    if not path.exists():
-        return None
+def read_char_cnn_rnn(path: Path, count: int | None = None) -> np.ndarray:
+    """The (N, captions, dim) float32 array of a char-CNN-RNN embeddings pickle (``count`` images if given)."""
     values = load_pickle(path)
     try:
         array = np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError):
         raise DataError(f"{path} should hold a (N, captions, 1024) array of caption embeddings") from None
-    if array.ndim != 3 or len(array) != count:
+    if array.ndim != 3 or (count is not None and len(array) != count) or not array.size:
         described = f"{len(array)} entries of shape {array.shape[1:]}" if array.ndim else "a scalar"
-        raise DataError(f"{path} has {described}, expected {count} entries of shape (captions, 1024), one per image")
+        wanted = f"{count} entries" if count is not None else "N entries"
+        raise DataError(f"{path} has {described}, expected {wanted} of shape (captions, 1024), one per image")
     return array
+
+
+def _load_embeddings(path: Path, count: int) -> np.ndarray | None:
+    return read_char_cnn_rnn(path, count) if path.exists() else None
+
+
+def parse_indices(text: str, count: int) -> list[int]:
+    """``"3"``, ``"0..7"`` (both ends included) or a comma list of these -> indices, each checked < ``count``."""
+    indices: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        low, dots, high = part.partition("..")
+        if not low.isdigit() or (dots and not high.isdigit()):
+            raise UsageError(f"index {part!r} is not a number or a range such as 0..7 (in {text!r})")
+        first, last = int(low), int(high) if dots else int(low)
+        if first > last or last >= count:
+            raise UsageError(f"index {part!r} is outside 0..{count - 1} (or an empty range)")
+        indices += range(first, last + 1)
+    return indices
+
+
+def char_cnn_rnn_prompts(path: Path, indices: str, caption: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Embeddings (K, dim) of caption ``caption`` of the images ``indices`` (see ``parse_indices``) of an
+    official char-CNN-RNN pickle, and a label for each: the caption text when the StackGAN layout around
+    the pickle has it (``filenames.pickle`` beside it, ``text/`` or ``text_c10/`` one level up), else
+    the image name, else ``image i caption k``."""
+    path = Path(path)
+    array = read_char_cnn_rnn(path)
+    chosen = parse_indices(indices, len(array))
+    if not 0 <= caption < array.shape[1]:
+        raise UsageError(f"caption must be between 0 and {array.shape[1] - 1} (captions per image in {path}), got {caption}")
+    labels = [f"image {i} caption {caption}" for i in chosen]
+    names_path = path.parent / "filenames.pickle"
+    if names_path.is_file():
+        names = _load_filenames(names_path)
+        if len(names) == len(array):
+            labels = [_caption_text(path.parent.parent, names[i], caption) or f"{names[i]} caption {caption}" for i in chosen]
+    return array[chosen, caption], labels
+
+
+def _caption_text(meta_dir: Path, name: str, caption: int) -> str | None:
+    for text_dir in (meta_dir / "text", meta_dir / "text_c10"):
+        if (text_dir / f"{name}.txt").is_file():
+            lines = read_captions(text_dir / f"{name}.txt", caption + 1)
+            return lines[caption] if len(lines) > caption else None
+    return None
 
 
 def _load_captions(meta_dir: Path, names: list[str], limit: int) -> list[list[str]]:

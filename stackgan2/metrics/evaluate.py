@@ -90,17 +90,22 @@ def sample_noise(seeds: Sequence[int], z_dim: int, c_dim: int) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def generate_final_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[np.ndarray, Any]:
-    """uint8 (N, R, R, 3) final-branch images, prompt ``n`` with the noise of seed ``seeds[n]``, and the encoded prompts.
+def generate_final_images(
+    pipe: Any, prompts: Sequence[str], seeds: Sequence[int], branch: int = -1, embeddings: np.ndarray | None = None
+) -> tuple[np.ndarray, Any]:
+    """uint8 (N, R, R, 3) images of one branch (default: the final one), prompt ``n`` with the noise of
+    seed ``seeds[n]``, and the encoded prompts.
 
-    Image ``n`` equals ``pipe([prompts[n]], seed=seeds[n]).images[0]``; unlike one pipeline call per
-    prompt, the whole batch goes through G_ema at once.
+    Image ``n`` equals ``pipe([prompts[n]], seed=seeds[n]).images[0]`` (for the final branch); unlike
+    one pipeline call per prompt, the whole batch goes through G_ema at once. ``embeddings`` (N, text_dim)
+    condition the generator instead of the prompts' (a model without text encoder: the dataset's
+    char-CNN-RNN ones).
     """
-    encoded = pipe.text_encoder.encode(prompts, device=pipe.device)
+    encoded = pipe.encode(prompts if embeddings is None else None, embeddings)
     z, eps = sample_noise(seeds, pipe.config.model.z_dim, pipe.config.model.eps_dim)
     words = encoded.attention_inputs() if pipe.attends_to_words else {}
-    final = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device), **words)[0][-1]
-    return to_uint8(final), encoded
+    images = pipe.generator(z.to(pipe.device), encoded.embeddings, eps.to(pipe.device), **words)[0][branch]
+    return to_uint8(images), encoded
 
 
 def weights_sha256(*modules: torch.nn.Module) -> str:
@@ -260,14 +265,16 @@ def _judge_real(
 
 def _judge_generated(
     pipe: Any, prompts: list[str], seed: int, judges: _Judges, batch_size: int, device: torch.device,
-    progress_fn: ProgressFn | None,
+    progress_fn: ProgressFn | None, branch: int = -1, embeddings: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Generate sample ``i`` from ``prompts[i]`` with seed ``seed + i``, in batches, and judge it."""
+    """Generate sample ``i`` from ``prompts[i]`` (or ``embeddings[i]``) with seed ``seed + i``, in batches, and judge it."""
     parts, truncated, with_unknown, n = [], 0, 0, len(prompts)
     with _quiet_prompt_warnings():
         for start in range(0, n, batch_size):
             batch_prompts = prompts[start : start + batch_size]
-            final, encoded = generate_final_images(pipe, batch_prompts, range(seed + start, seed + start + len(batch_prompts)))
+            batch_embeddings = embeddings[start : start + batch_size] if embeddings is not None else None
+            seeds = range(seed + start, seed + start + len(batch_prompts))
+            final, encoded = generate_final_images(pipe, batch_prompts, seeds, branch, batch_embeddings)
             truncated += sum(encoded.truncated)
             with_unknown += sum(bool(u) for u in encoded.unknown)
             parts.append(judges(_to_float(final, device), batch_prompts))
@@ -346,6 +353,7 @@ def evaluate_model(
     batch_size: int = 50,
     device: str = "auto",
     seed: int = 0,
+    branch: int | None = None,
     progress_fn: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Evaluate a pipeline directory, run directory or checkpoint; returns the JSON-ready report.
@@ -353,7 +361,8 @@ def evaluate_model(
     The dataset is the model's own, changed by ``data_overrides`` (dotted keys such as
     ``{"data.dataset": "cub", "data.data_dir": path}``); ``metrics=None`` computes every metric the
     given networks allow; ``text_encoder`` (the DAMSM judge for R-precision) defaults to the model's
-    run's ``text_encoder/``. Report keys: ``metrics``, ``num_samples``, ``model`` (path, weights
+    run's ``text_encoder/``; ``branch`` (0 = the base resolution, default the final branch) chooses the
+    generator branch that is judged, against real images at that branch's resolution. Report keys: ``metrics``, ``num_samples``, ``model`` (path, weights
     sha256), ``dataset`` (name, test images, sha256 of captions, classes and real pixels),
     ``feature_extractors`` (what each metric used), ``seed``, ``seconds``.
     """
@@ -369,7 +378,10 @@ def evaluate_model(
     if text_encoder is not None and not (Path(text_encoder) / "image_encoder.safetensors").is_file():
         raise UsageError(f"{text_encoder} holds no DAMSM image encoder (image_encoder.safetensors); R-precision needs one")
     damsm_dir = text_encoder if text_encoder is not None else find_damsm_encoder(model)
-    size = pipe.config.model.resolutions[-1]
+    resolutions = pipe.config.model.resolutions
+    if branch is not None and not 0 <= branch < len(resolutions):
+        raise UsageError(f"--branch {branch}: the model has branches 0..{len(resolutions) - 1} ({resolutions} px)")
+    size = resolutions[-1 if branch is None else branch]
     dataset = build_dataset(data, "test", image_sizes=[size], augment=False, seed=seed, progress_fn=progress_fn)
     values = dataset.attribute_values if dataset.attributes is not None else None
     has_attributes = values is not None and all(name in values for name in PROMPT_ATTRIBUTES)
@@ -381,20 +393,43 @@ def evaluate_model(
 
     sampled_images, sampled_captions = sample_plan([len(c) for c in dataset.captions], num_samples)
     prompts = [dataset.captions[j][k] for j, k in zip(sampled_images, sampled_captions, strict=True)]
+    conditions = _precomputed_conditions(pipe, dataset, sampled_images, sampled_captions)
     candidates = None
     if "r-precision" in wanted:
         candidates = mismatched_candidates(np.asarray(dataset.class_ids)[sampled_images], R_PRECISION_CANDIDATES, seed)
     judges, extractors = _load_judges(wanted, classifier, inception_weights, damsm_dir, dataset, data.dataset, dev)
     real, dataset_sha256 = _judge_real(dataset, size, judges, batch_size, dev, progress_fn)
-    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn)
+    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn,
+                                 -1 if branch is None else branch, conditions)
     return {
         "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges,
                            _named_attributes(data.dataset, prompts, dataset.attributes)),
         "num_samples": num_samples,
-        "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, pipe.text_encoder.text_encoder)},
+        "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, *_text_modules(pipe))},
         "dataset": {"name": data.dataset, "split": "test", "images": len(dataset.captions), "resolution": size,
                     "sha256": dataset_sha256},
+        "branch": len(resolutions) - 1 if branch is None else branch,
         "feature_extractors": extractors,
         "seed": seed,
         "seconds": time.perf_counter() - start_time,
     }
+
+
+def _precomputed_conditions(pipe: Any, dataset: Any, images: np.ndarray, captions: np.ndarray) -> np.ndarray | None:
+    """For a model without text encoder (an imported char-CNN-RNN model), the dataset's char-CNN-RNN
+    embedding of each sampled (image, caption); None for a model that encodes the captions itself."""
+    if pipe.text_encoder is not None:
+        return None
+    table = getattr(dataset, "char_cnn_rnn", None)
+    if table is None or table.shape[-1] != pipe.config.model.text_dim:
+        found = "none" if table is None else f"{table.shape[-1]}-d ones"
+        raise UsageError(
+            f"this model has no text encoder: it is conditioned on {pipe.config.model.text_dim}-d char-CNN-RNN "
+            f"embeddings, and the {dataset.name} test set has {found} "
+            "(use --dataset cub --data-dir with the official char-CNN-RNN-embeddings.pickle)"
+        )
+    return np.asarray(table)[images, captions]
+
+
+def _text_modules(pipe: Any) -> list[torch.nn.Module]:
+    return [pipe.text_encoder.text_encoder] if pipe.text_encoder is not None else []

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import random
 import shutil
@@ -49,7 +50,7 @@ import torch
 from torch import Tensor
 
 from stackgan2 import stackgan1
-from stackgan2.config import ExperimentConfig, TrainConfig
+from stackgan2.config import ExperimentConfig, ModelConfig, TrainConfig
 from stackgan2.device import resolve_device
 from stackgan2.errors import CheckpointError, StackGAN2Error, TrainingError, TrainingInterrupted
 from stackgan2.losses import (
@@ -58,6 +59,7 @@ from stackgan2.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     kl_loss,
+    matching_aware_gradient_penalty,
 )
 from stackgan2.networks import build_discriminators, build_generator, init_weights
 from stackgan2.progress import ProgressFn, report
@@ -321,7 +323,14 @@ class Trainer:
                     wrong_out = D(wrong[i], condition)
                     fake_out = D(fakes[i].detach(), condition)
                 if not (self.v1 or self.attngan):
-                    loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef)
+                    loss, terms = discriminator_loss(real_out, wrong_out, fake_out, t.uncond_coef, t.gan_loss)
+                if t.ma_gp_coef > 0:
+                    # A separate real pass (levers.md section 4: through the stacked batch it doubles D's cost).
+                    images = real[i].detach().requires_grad_(True)
+                    code = condition.detach().requires_grad_(True)
+                    gp = matching_aware_gradient_penalty(D(images, code)[0], images, code, t.ma_gp_coef, t.ma_gp_power)
+                    loss = loss + gp
+                    terms["ma_gp"] = gp.detach()
             D_params = list(self.discriminators[i].parameters())
             self._update(loss, opt, scaler, D_params, f"D{i} ({self.discriminators[i].resolution} px)", terms)
             stats.update({f"D{i}/{k}": v for k, v in terms.items()})
@@ -337,7 +346,7 @@ class Trainer:
                         loss, terms = stackgan1.generator_loss(self.discriminators[i], fakes[i], mu)
                     else:  # AttnGAN's D judges the fake with the sentence embedding, StackGAN++'s with mu
                         loss, terms = generator_adversarial_loss(D(fakes[i], embedding if self.attngan else mu),
-                                                                 t.uncond_coef)
+                                                                 t.uncond_coef, t.gan_loss)
                     adversarial = adversarial + loss
                     stats.update({f"G{i}/{k}": v for k, v in terms.items()})
                 kl = kl_loss(mu.float(), logvar.float())
@@ -445,23 +454,38 @@ class Trainer:
 
     def _check_architecture(self, stored: Any, what: str, current: dict[str, Any] | None = None) -> None:
         current = current if current is not None else self.cfg.model.model_dump(mode="json")
+        if isinstance(stored, dict):
+            # A checkpoint written before a model field existed stores no value for it: the field's
+            # default (the architecture it was trained with) fills it in before comparing.
+            with contextlib.suppress(ValueError):
+                stored = ModelConfig.model_validate(stored).model_dump(mode="json")
         if stored != current:
             raise CheckpointError(f"{what} was trained with a different architecture ({_diff(stored, current)})")
 
     def start_from(self, weights: InitialWeights) -> None:
         """Load G, G_ema and (when the source has them) the discriminators of another model; the
         optimisers, step and random streams start fresh (``train.init_from``: fine-tuning). A different
-        discriminator width (``model.ndf``) is allowed: the discriminators then start fresh."""
-        stored, ndf = weights.config.model.model_dump(mode="json"), self.cfg.model.ndf
-        self._check_architecture({**stored, "ndf": ndf}, f"--init-from {weights.source}")  # ndf shapes only D
+        discriminator width (``model.ndf``) is allowed: the discriminators then start fresh. More
+        branches (``model.stage_num``) than the source are allowed too (growing the tree): the source's
+        branches are loaded and the new refine stages, image heads and discriminators start fresh."""
+        stored, ndf, stages = weights.config.model.model_dump(mode="json"), self.cfg.model.ndf, self.cfg.model.stage_num
+        grown = stored["stage_num"] < stages and self.cfg.model.arch == "stackgan2"  # v1 has its own Stage II
+        normalised = {**stored, "ndf": ndf, "stage_num": stages if grown else stored["stage_num"]}
+        self._check_architecture(normalised, f"--init-from {weights.source}")  # ndf shapes only D
         states = dict(weights.states)
         if stored["ndf"] != ndf and states.pop("D", None) is not None:
             log.info("--init-from %s: its discriminators have ndf %s, this run %s; they start fresh",
                      weights.source, stored["ndf"], ndf)
+        if grown:
+            log.info("--init-from %s: growing the tree from %d to %d branches; the new ones start fresh",
+                     weights.source, stored["stage_num"], stages)
         modules = {"G": self.G, "G_ema": self.G_ema, "D": self.discriminators}
         try:
             for name, state in states.items():
-                modules[name].load_state_dict(state)
+                missing, unexpected = modules[name].load_state_dict(state, strict=not grown)
+                new = [k for k in missing if _branch_of(name, k) < stored["stage_num"]]
+                if unexpected or new:
+                    raise RuntimeError(f"unexpected keys {unexpected[:3]}, missing keys {new[:3]}")
         except RuntimeError as exc:
             raise CheckpointError(f"--init-from {weights.source} does not fit this model: {str(exc).splitlines()[0]}") from None
 
@@ -590,6 +614,10 @@ class Trainer:
             self.run.truncate_stats(self.step)
         last_checkpoint = resume_from.path if resume_from else None
         last_stats: dict[str, float] = {}
+        # The models, data and imports are built: move those objects out of the garbage collector's
+        # reach, so that a full collection during training (a ~0.3 s pause on one slow core, seen
+        # landing inside the first checkpoint write) only walks what the loop itself allocates.
+        gc.freeze()
         started = time.perf_counter()
         skipped_in_a_row, data_total = 0, 0.0
         loader_kwargs = {"num_workers": self.cfg.data.workers, "pin_memory": self.device.type == "cuda",
@@ -702,7 +730,7 @@ class InitialWeights:
     source: Path
     config: ExperimentConfig
     states: dict[str, dict[str, Tensor]]   # "G", "G_ema" and, from training checkpoints, "D"
-    text_encoder: Path                     # the text encoder the weights were trained with
+    text_encoder: Path | None              # the text encoder the weights were trained with (imported: none)
 
 
 def load_initial_weights(source: Path, flag: str = "--init-from") -> InitialWeights:
@@ -724,7 +752,20 @@ def load_initial_weights(source: Path, flag: str = "--init-from") -> InitialWeig
         return InitialWeights(source, config, states, run_root / TEXT_ENCODER_DIR)
     pipe = Text2ImagePipeline.from_pretrained(source)  # CheckpointError for anything that is not a model
     state = pipe.generator.state_dict()
-    return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, source / TEXT_ENCODER_DIR)
+    text_dir = source / TEXT_ENCODER_DIR if pipe.text_encoder is not None else None
+    return InitialWeights(source, pipe.config, {"G": state, "G_ema": state}, text_dir)
+
+
+def _branch_of(module: str, key: str) -> int:
+    """The branch a state-dict key belongs to (0 = base resolution): refine stage i feeds branch i + 1."""
+    parts = key.split(".")
+    if module == "D":
+        return int(parts[0])
+    if parts[0] == "refine_stages":
+        return int(parts[1]) + 1
+    if parts[0] == "to_images":
+        return int(parts[1])
+    return 0
 
 
 def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -1,0 +1,56 @@
+"""``stackgan2 import``: officially released weights -> a stackgan2 pipeline directory (thin; see stackgan2.official)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stackgan2.cli.common import console, handle_errors
+from stackgan2.cli.options import ConfigFile
+
+# stackgan2.official's family names, repeated so that --help needs no torch
+FAMILY_NAMES = "stackgan-v2, attngan or stackgan-v1"
+
+
+@handle_errors
+def import_weights(
+    weights: Annotated[
+        Path, typer.Argument(help="The official generator file, e.g. netG_210000.pth (StackGAN-v2 birds).", show_default=False)
+    ],
+    family: Annotated[str, typer.Option("--from", help=f"Which official code saved it: {FAMILY_NAMES}.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline directory to write (new, empty or a previous pipeline).")],
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Architecture of the file (default: the family's released model, birds).")
+    ] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Turn officially released weights into a pipeline directory for sample, interpolate, eval and --init-from.
+
+    The file is read without running any code in it, every tensor is checked against the preset's architecture, and the directory records where it came from (file name, sha256, family, preset).
+    """
+    from stackgan2.official import import_official
+
+    pipe = import_official(weights, family, out, preset=preset, config_file=config)
+    source = pipe.source or {}
+    model = pipe.config.model
+    console.print(str(out), highlight=False, soft_wrap=True)
+    console.print(
+        f"{source.get('family')} {source.get('file')} (sha256 {str(source.get('sha256'))[:12]}...), preset "
+        f"{pipe.config.preset}: {source.get('tensors')} tensors, branches "
+        f"{'/'.join(map(str, model.resolutions))} px",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if pipe.text_encoder is None:
+        console.print(
+            f"no text encoder (conditioned on {model.text_dim}-d char-CNN-RNN embeddings): "
+            f"stackgan2 sample --model {out} --embeddings char-CNN-RNN-embeddings.pickle --index 0",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_weights)

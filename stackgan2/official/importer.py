@@ -1,0 +1,165 @@
+"""``import_official``: an officially released ``torch.save``d generator -> a stackgan2 pipeline directory.
+
+The file is read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain
+containers: a pickle that asks for anything else (``os.system`` ...) is refused before anything in
+it runs. Names may carry the ``module.`` prefix of ``nn.DataParallel`` (the released files do).
+Every official tensor must map onto the project's generator with the same shape and every generator
+tensor must come from the file; the first problem is reported naming the official tensor. The
+released files predate PyTorch 0.4.1, so BatchNorm's ``num_batches_tracked`` counters (unused when
+sampling) may be absent and are then set to 0. The pipeline directory is written atomically (a temp
+directory renamed into place), so a failed import leaves ``out`` as it was.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from stackgan2.config import ExperimentConfig, resolve_config
+from stackgan2.errors import CheckpointError, UsageError
+from stackgan2.io import check_output_dir, sha256_file
+from stackgan2.networks import build_generator
+from stackgan2.official.family import OfficialFamily
+from stackgan2.official.stackgan_v1 import STACKGAN_V1
+from stackgan2.official.stackgan_v2 import STACKGAN_V2
+from stackgan2.pipeline import Text2ImagePipeline, _build_generator
+
+FAMILIES: dict[str, OfficialFamily] = {family.name: family for family in (STACKGAN_V2, STACKGAN_V1)}
+# Accepted by --from but not importable yet: its networks are not part of this stackgan2 version.
+PLANNED = ("attngan",)
+DATA_PARALLEL_PREFIX = "module."
+OPTIONAL_BUFFER = "num_batches_tracked"
+
+
+def get_family(name: str) -> OfficialFamily:
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name in PLANNED:
+        raise UsageError(
+            f"importing {name} weights is not available in this stackgan2 version; available: {', '.join(FAMILIES)}"
+        )
+    raise UsageError(f"unknown model family {name!r}; valid: {', '.join([*FAMILIES, *PLANNED])}")
+
+
+def read_official_weights(path: Path) -> dict[str, Tensor]:
+    """The ``name -> tensor`` dict saved in ``path`` (float tensors as float32, ``module.`` stripped), read safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        asked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"asks for {asked.group(1)}" if asked else "uses pickle instructions a tensor file never needs"
+        raise CheckpointError(
+            f"refusing to load {path}: its pickle {what}; only tensors and plain containers are accepted and "
+            "nothing in the file was run (a truncated or corrupt file can also cause this)"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, OSError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(f"{path} is not a readable PyTorch weights file (truncated or corrupt?): {first}") from None
+    if not isinstance(loaded, dict) or not loaded:
+        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict (name -> tensor) of a generator")
+    state: dict[str, Tensor] = {}
+    for name, tensor in loaded.items():
+        if not isinstance(name, str) or not isinstance(tensor, Tensor):
+            raise CheckpointError(f"{path} is not a plain state dict: entry {name!r} holds a {type(tensor).__name__}")
+        short = name.removeprefix(DATA_PARALLEL_PREFIX)
+        if short in state:
+            raise CheckpointError(f"{path} holds {short} twice (with and without the {DATA_PARALLEL_PREFIX} prefix)")
+        state[short] = tensor.float() if tensor.is_floating_point() else tensor
+    return state
+
+
+def map_to_project(
+    official: dict[str, Tensor], family: OfficialFamily, config: ExperimentConfig, source: Path
+) -> dict[str, Tensor]:
+    """Rename ``official`` onto this project's ``Generator(config.model)``, checking names and shapes."""
+    prefixes = family.generator_prefixes(config.model)
+    what = f"an official {family.title} generator at preset {config.preset!r}"
+    diagnosis = family.diagnose(set(official))
+    with torch.device("meta"):
+        expected = build_generator(config.model).state_dict()
+
+    def ours(name: str) -> str | None:
+        match = max((p for p in prefixes if name.startswith(p)), key=len, default=None)
+        return None if match is None else prefixes[match] + name[len(match) :]
+
+    def theirs(name: str) -> str:
+        match = max((p for p in prefixes.values() if name.startswith(p)), key=len, default=None)
+        return name if match is None else next(o for o, p in prefixes.items() if p == match) + name[len(match) :]
+
+    def fail(problem: str, names: list[str]) -> CheckpointError:
+        more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+        hint = f"; {diagnosis}" if diagnosis else "; wrong --from, --preset or --config?"
+        return CheckpointError(f"{source}: {problem} {names[0]}{more}{hint}")
+
+    mapped = {name: ours(name) for name in official}
+    unexpected = [name for name, target in mapped.items() if target not in expected]
+    if unexpected:
+        raise fail("tensor not part of " + what + ":", unexpected)
+    state = {target: official[name] for name, target in mapped.items() if target is not None}
+    missing = [theirs(n) for n in expected if n not in state and not n.endswith(OPTIONAL_BUFFER)]
+    if missing:
+        raise fail(f"missing tensor of {what}:", missing)
+    for name, target in mapped.items():
+        want, got = expected[target], official[name]
+        if got.shape != want.shape:
+            raise CheckpointError(
+                f"{source}: tensor {name} has shape {tuple(got.shape)} but {what} needs {tuple(want.shape)}; "
+                "wrong --from, --preset or --config?"
+            )
+        if got.is_floating_point() != want.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {name} holds {got.dtype} values; {what} needs {want.dtype}")
+    for name in expected:
+        if name.endswith(OPTIONAL_BUFFER) and name not in state:
+            state[name] = torch.zeros((), dtype=torch.long)
+    return state
+
+
+def import_official(
+    weights: Path,
+    family: str,
+    out: Path,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Text2ImagePipeline:
+    """Convert the official generator file ``weights`` of ``family`` into the pipeline directory ``out``.
+
+    The architecture comes from ``preset`` (default: the family's released model) < ``config_file`` <
+    what the file's names tell (``OfficialFamily.detect``, e.g. the StackGAN v1 stage) < ``overrides``.
+    Returns the pipeline, which records its ``source``.
+    """
+    chosen = get_family(family)
+    check_output_dir(out)
+    weights = Path(weights)
+    official = read_official_weights(weights)
+    detected = chosen.detect(set(official))
+    config = resolve_config(preset or chosen.default_preset, config_file, {**detected, **(overrides or {})})
+    if config.model.arch != chosen.arch:
+        raise UsageError(
+            f"preset {config.preset!r} builds a {config.model.arch} model; --from {chosen.name} needs a {chosen.arch} "
+            f"preset such as {chosen.default_preset!r}"
+        )
+    state = map_to_project(official, chosen, config, weights)
+    generator = _build_generator(config, state, weights)
+    source = {
+        "family": chosen.name,
+        "file": weights.name,
+        "sha256": sha256_file(weights),
+        "preset": config.preset,
+        "tensors": len(state),
+        "documentation": chosen.documentation,
+    }
+    pipe = Text2ImagePipeline(generator, None, config, source=source)
+    pipe.save_pretrained(out)
+    return pipe
