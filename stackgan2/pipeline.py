@@ -5,7 +5,8 @@ A pipeline directory, written by ``save_pretrained`` (``stackgan2 export``), hol
     config.json             {"format": "stackgan2-pipeline", "version": 1, "dtype": "float32" | "float16",
                              "sha256": {relative file: hash}, "config": <ExperimentConfig>}
     generator.safetensors   the G_ema state dict
-    text_encoder/           ``PromptEncoder.save`` (the text side only, no DAMSM image encoder); absent
+    text_encoder/           ``PromptEncoder.save`` (the text side; the DAMSM image encoder only for a model
+                            trained with the DAMSM loss, so fine-tuning can go on with it); absent
                             for a model conditioned on precomputed embeddings it cannot compute itself
                             (an imported char-CNN-RNN model: ``pipe(embeddings=...)``, see stackgan2.official)
 
@@ -388,7 +389,10 @@ class Text2ImagePipeline:
             state = {k: _cast(v, dtype) for k, v in self.generator.state_dict().items()}
             save_file(state, str(tmp / GENERATOR_FILE))
             if self.text_encoder is not None:
-                _text_side(self.text_encoder, dtype).save(tmp / TEXT_ENCODER_DIR)
+                # A model trained with the DAMSM loss keeps its DAMSM image encoder, so that
+                # `train --init-from DIR` can go on with the same loss; sampling never uses it.
+                keep_image = self.config.train.damsm_coef > 0
+                _text_side(self.text_encoder, dtype, keep_image).save(tmp / TEXT_ENCODER_DIR)
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
             payload = {
                 "format": PIPELINE_FORMAT,
@@ -615,11 +619,12 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (tensor.to(dtype) if tensor.is_floating_point() else tensor).contiguous()
 
 
-def _text_side(encoder: PromptEncoder, dtype: torch.dtype = torch.float32) -> PromptEncoder:
-    """A copy of ``encoder`` without the DAMSM image encoder (sampling never uses it), in ``dtype``."""
+def _text_side(encoder: PromptEncoder, dtype: torch.dtype = torch.float32, keep_image: bool = False) -> PromptEncoder:
+    """A copy of ``encoder`` in ``dtype``, without the DAMSM image encoder unless ``keep_image``."""
     head = copy.deepcopy(encoder.head).to(dtype) if encoder.head is not None else None
     text = copy.deepcopy(encoder.text_encoder).to(dtype)
-    return PromptEncoder(encoder.vocab, text, encoder.config, head, None, encoder.metrics)
+    image = copy.deepcopy(encoder.image_encoder).to(dtype) if keep_image and encoder.image_encoder is not None else None
+    return PromptEncoder(encoder.vocab, text, encoder.config, head, image, encoder.metrics)
 
 
 def _validate_config(raw: Any, source: Path) -> ExperimentConfig:
@@ -676,7 +681,7 @@ def _load_text_encoder(directory: Path, config: ExperimentConfig) -> PromptEncod
             f"the text encoder in {directory} gives {encoder.dim}-d embeddings but the generator expects "
             f"model.text_dim = {config.model.text_dim}; use the text encoder the model was trained with"
         )
-    return _text_side(encoder)
+    return _text_side(encoder, keep_image=config.train.damsm_coef > 0)
 
 
 def _is_pipeline_dir(directory: Path) -> bool:

@@ -91,6 +91,19 @@ def test_damsm_coef_trains_and_logs_the_damsm_terms(runner, tmp_path, text_encod
     assert json.loads((run / "config.json").read_text())["train"]["damsm_coef"] == 5.0
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert all(r["DAMSM/word"] > 0 and r["DAMSM/sentence"] > 0 for r in records)
+    # The export keeps the DAMSM image encoder (sampling ignores it), so fine-tuning the exported
+    # model can go on with the DAMSM loss; a model trained without it ships the text side only.
+    result = runner.invoke(app, ["--quiet", "export", str(run), str(tmp_path / "pipe")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pipe" / "text_encoder" / "image_encoder.safetensors").is_file()
+    result = _train(runner, "--run-dir", str(tmp_path / "more"), "--max-steps", "1", "--init-from",
+                    str(tmp_path / "pipe"), "--damsm-coef", "5")
+    assert result.exit_code == 0, result.output
+    assert "DAMSM/word" in json.loads((tmp_path / "more" / "stats.jsonl").read_text().splitlines()[-1])
+    plain = tmp_path / "plain"
+    assert _train(runner, "--run-dir", str(plain), "--max-steps", "1", "--text-encoder", str(text_encoder)).exit_code == 0
+    assert runner.invoke(app, ["--quiet", "export", str(plain), str(tmp_path / "plain-pipe")]).exit_code == 0
+    assert not (tmp_path / "plain-pipe" / "text_encoder" / "image_encoder.safetensors").exists()
 
 
 @pytest.mark.parametrize("stage_num", [1, 2])
