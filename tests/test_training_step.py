@@ -185,7 +185,7 @@ def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path, swap):
 
 def _noise_after_one_step(cfg, run_dir, real, wrong, emb):
     plain = Trainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_swap_negatives": 0})}), run_dir)
-    plain.attach_text_encoder(_prompt_encoder(cfg))
+    plain.attach_text_encoder(make_damsm_encoder(cfg.text))
     plain.train_step(real, wrong, emb, plain.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3])))
     return plain.noise.get_state()
 
