@@ -57,7 +57,7 @@ from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
 from stackgan2.networks import build_generator
-from stackgan2.text import EncodedPrompts, PromptEncoder, tokenize
+from stackgan2.text import EncodedPrompts, PromptEncoder
 
 if TYPE_CHECKING:
     from stackgan2.training.checkpoint import Checkpoint
@@ -471,8 +471,9 @@ class Text2ImagePipeline:
         return self.config.model.arch == "attngan"
 
     def _prompt_words(self, prompt: str) -> list[str]:
-        """The words of ``prompt`` the text encoder reads (the first ``text.max_words`` tokens)."""
-        return tokenize(prompt)[: self.text_encoder.config.max_words]
+        """The words of ``prompt`` the text encoder reads (the first ``text.max_words`` tokens; with an
+        imported AttnGAN vocabulary, its first known words)."""
+        return list(self.text_encoder.vocab.encode(prompt, self.text_encoder.config.max_words).tokens)
 
     @torch.inference_mode()
     def interpolate(

@@ -177,7 +177,7 @@ class _Judges:
             resized = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             out["damsm_images"] = self.damsm.image_encoder(resized)[1].double().cpu().numpy()
             ids = [self.damsm.vocab.encode(p, self.damsm.config.max_words).ids for p in prompts]
-            sentences = self.damsm.text_encoder(*pad_batch(ids, images.device))[1]
+            sentences = self.damsm.text_encoder(*pad_batch(ids, images.device, self.damsm.vocab))[1]
             out["damsm_sentences"] = sentences.double().cpu().numpy()
         return out
 

@@ -108,16 +108,20 @@ def _torchvision_backbone(name: str) -> nn.Module:
     return models.mobilenet_v2(weights=None)
 
 
+# torchvision Inception-v3 children: ImageEncoder.region_net.{i} and .global_net.{i} in this order.
+INCEPTION_REGION_LAYERS = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+    "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+)
+INCEPTION_GLOBAL_LAYERS = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
 def _split_backbone(name: str, net: nn.Module) -> tuple[nn.Module, int, nn.Module, int]:
     if name == "inception_v3":
         # AttnGAN CNN_ENCODER: regions from Mixed_6e (768 x 17 x 17), global from Mixed_7c (2048).
         children = dict(net.named_children())
-        early = [
-            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-            "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
-        ]
-        late = ["Mixed_7a", "Mixed_7b", "Mixed_7c"]
-        return nn.Sequential(*(children[n] for n in early)), 768, nn.Sequential(*(children[n] for n in late)), 2048
+        return (nn.Sequential(*(children[n] for n in INCEPTION_REGION_LAYERS)), 768,
+                nn.Sequential(*(children[n] for n in INCEPTION_GLOBAL_LAYERS)), 2048)
     # MobileNetV2: regions after the last stride-16 block (96 x 14 x 14), global from the 1280-ch head.
     return net.features[:14], 96, net.features[14:], 1280
 
