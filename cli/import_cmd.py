@@ -34,6 +34,10 @@ def import_weights(
         Path | None, typer.Option("--vocab", help="AttnGAN: the captions.pickle vocabulary of that text encoder "
                                   "(read without unpickling any code).")
     ] = None,
+    image_encoder: Annotated[
+        Path | None, typer.Option("--image-encoder", help="AttnGAN (optional): the DAMSM image encoder "
+                                  "(image_encoder200.pth), kept in DIR/damsm for eval --metrics r-precision.")
+    ] = None,
     aligned_mask: Annotated[
         bool, typer.Option("--aligned-mask", help="AttnGAN: give every pixel its own caption's padding mask. By "
                            "default the official misaligned mask the released models were trained with is kept "
@@ -48,7 +52,7 @@ def import_weights(
 
     overrides = {"model.attention_official_mask": False} if aligned_mask else None
     pipe = import_official(weights, family, out, preset=preset, config_file=config, overrides=overrides,
-                           text_encoder=text_encoder, vocab=vocab)
+                           text_encoder=text_encoder, vocab=vocab, image_encoder=image_encoder)
     source = pipe.source or {}
     model = pipe.config.model
     console.print(str(out), highlight=False, soft_wrap=True)
@@ -68,6 +72,12 @@ def import_weights(
             highlight=False,
             soft_wrap=True,
         )
+        if "image_encoder" in source:
+            damsm = f"DAMSM image encoder {source['image_encoder']['file']} in {out / 'damsm'}: eval --metrics r-precision uses it"
+        else:
+            damsm = ("no DAMSM image encoder (--image-encoder image_encoder200.pth): eval --metrics r-precision then "
+                     "needs --text-encoder DIR with one")
+        console.print(damsm, highlight=False, soft_wrap=True)
         console.print(f"stackgan2 sample --model {out} \"this bird is red with white wings\"", highlight=False,
                       soft_wrap=True)
     else:

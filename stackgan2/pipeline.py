@@ -369,8 +369,11 @@ class Text2ImagePipeline:
         source = payload.get("source") if isinstance(payload.get("source"), dict) else None
         return cls(generator, text_encoder, config, step, source)
 
-    def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
-        """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
+    def save_pretrained(
+        self, directory: Path, fp16: bool = False, extra: Callable[[Path], None] | None = None
+    ) -> Path:
+        """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced;
+        ``extra(tmp)`` may add files, which are hashed with the rest (an import's DAMSM directory).
 
         Local paths in the config (data and cache folders, the text encoder source) are cleared: they
         mean nothing on another machine. Loading casts the weights back to float32.
@@ -389,6 +392,8 @@ class Text2ImagePipeline:
             save_file(state, str(tmp / GENERATOR_FILE))
             if self.text_encoder is not None:
                 _text_side(self.text_encoder, dtype).save(tmp / TEXT_ENCODER_DIR)
+            if extra is not None:
+                extra(tmp)
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
             payload = {
                 "format": PIPELINE_FORMAT,

@@ -1,10 +1,12 @@
 """The official AttnGAN generator and DAMSM text encoder, re-stated for tests in their own names and layout.
 
-Written from taoxugit/AttnGAN ``code/model.py`` (G_NET, NEXT_STAGE_G, RNN_ENCODER; CA_NET,
+Written from taoxugit/AttnGAN ``code/model.py`` (G_NET, NEXT_STAGE_G, RNN_ENCODER, CNN_ENCODER; CA_NET,
 INIT_STAGE_G, GET_IMAGE_G and the blocks are StackGAN-v2's, reused from ``official_stackgan_v2``) and
 ``code/GlobalAttention.py`` (GlobalAttentionGeneral) for Python 3 and current PyTorch, with the
 global ``cfg`` replaced by constructor arguments (defaults: ``code/cfg/bird_attn2.yml``) and one
 change needed for an exact comparison: ``CA_NET`` takes the reparametrisation noise ``eps``.
+``CNN_ENCODER`` starts from an untrained torchvision Inception-v3 (the official one loads the ImageNet
+weights) and resizes as PyTorch 0.3's ``nn.Upsample(mode='bilinear')`` did (``align_corners=True``).
 Module names, Sequential indices, layer order and the forward passes are the official ones, including
 the attention mask laid out with ``mask.repeat(queryL, 1)``, so ``state_dict()`` has the official
 names (``h_net2.att.conv_context.weight``, ``rnn.weight_ih_l0_reverse``, ...).
@@ -13,6 +15,7 @@ names (``h_net2.att.conv_context.weight``, ``rnn.weight_ih_l0_reverse``, ...).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from official_stackgan_v2 import CA_NET, GET_IMAGE_G, INIT_STAGE_G, ResBlock, upBlock
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -127,6 +130,42 @@ class RNN_ENCODER(nn.Module):  # noqa: N801 (official name)
         sent_emb = hidden[0].transpose(0, 1).contiguous()
         sent_emb = sent_emb.view(-1, self.nhidden * self.num_directions)
         return words_emb, sent_emb
+
+
+class CNN_ENCODER(nn.Module):  # noqa: N801 (official name)
+    LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "Mixed_5b",
+              "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a",
+              "Mixed_7b", "Mixed_7c")
+
+    def __init__(self, nef=256):
+        super().__init__()
+        from torchvision import models
+
+        model = models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+        for name in self.LAYERS:  # define_module
+            setattr(self, name, getattr(model, name))
+        self.emb_features = conv1x1(768, nef)
+        self.emb_cnn_code = nn.Linear(2048, nef)
+
+    def forward(self, x):
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=True)
+        x = self.Conv2d_1a_3x3(x)
+        x = self.Conv2d_2a_3x3(x)
+        x = self.Conv2d_2b_3x3(x)
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        x = self.Conv2d_3b_1x1(x)
+        x = self.Conv2d_4a_3x3(x)
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        for name in self.LAYERS[5:13]:
+            x = getattr(self, name)(x)
+        features = x
+        for name in self.LAYERS[13:]:
+            x = getattr(self, name)(x)
+        x = F.avg_pool2d(x, kernel_size=8)
+        x = x.view(x.size(0), -1)
+        cnn_code = self.emb_cnn_code(x)
+        features = self.emb_features(features)
+        return features, cnn_code
 
 
 @torch.no_grad()

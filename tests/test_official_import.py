@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official_attngan import CNN_ENCODER, RNN_ENCODER, randomised_encoder
 from official_attngan import G_NET as ATTN_G_NET
-from official_attngan import RNN_ENCODER, randomised_encoder
 from official_stackgan_v1 import STAGE1_G, STAGE2_G
 from official_stackgan_v2 import G_NET, randomised, released_state_dict
 from PIL import Image
@@ -549,3 +549,29 @@ def test_attngan_wrong_files_one_error_naming_the_tensor_nothing_written(small_a
     line = _one_error_line(runner.invoke(app, args))
     assert message in line, line
     assert not out.exists()
+
+
+def test_attngan_image_encoder_import_equals_the_official_cnn_encoder(small_attngan, damsm, tmp_path, runner):
+    from stackgan2.metrics.evaluate import find_damsm_encoder
+    from stackgan2.text import PromptEncoder
+
+    _, weights, config, _ = small_attngan
+    official = randomised(CNN_ENCODER(), seed=7)
+    image_weights = _save(released_state_dict(official, data_parallel=False), tmp_path / "image_encoder200.pth")
+    args = ["import", str(weights), "--from", "attngan", "--config", str(config), *_damsm_args("attngan", damsm)]
+    wrong = runner.invoke(app, [*args, "--out", str(tmp_path / "wrong"), "--image-encoder", str(damsm[1])])
+    assert "it is the DAMSM text encoder" in _one_error_line(wrong) and not (tmp_path / "wrong").exists()
+    out = tmp_path / "imported"
+    result = runner.invoke(app, [*args, "--out", str(out), "--image-encoder", str(image_weights)])
+    assert result.exit_code == 0 and "eval --metrics r-precision uses it" in result.stdout, result.output
+    assert find_damsm_encoder(out) == out / "damsm"
+    judge = PromptEncoder.load(out / "damsm")
+    assert judge.config.image_size == 128 and judge.image_encoder.backbone == "attngan_inception_v3"
+    assert Text2ImagePipeline.from_pretrained(out).source["image_encoder"]["sha256"] == sha256_file(image_weights)
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    with torch.no_grad():
+        expected = official(images)
+        ours = judge.image_encoder(images)
+    differences = [float((a - b).abs().max()) for a, b in zip(expected, ours, strict=True)]
+    print(f"attngan CNN_ENCODER: max |official - stackgan2| regions, global: {differences}")
+    assert max(differences) <= TOLERANCE and all(float(e.std()) > 1e-3 for e in expected), differences

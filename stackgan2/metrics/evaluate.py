@@ -120,9 +120,10 @@ def weights_sha256(*modules: torch.nn.Module) -> str:
 
 
 def find_damsm_encoder(model: Path) -> Path | None:
-    """The text-encoder directory beside a run directory or checkpoint file (it keeps the DAMSM image encoder)."""
+    """The text-encoder directory beside a run directory or checkpoint file (it keeps the DAMSM image
+    encoder), or an imported AttnGAN pipeline's official DAMSM (``damsm/``)."""
     model = Path(model)
-    candidates = [model.parent.parent / "text_encoder"] if model.is_file() else [model / "text_encoder"]
+    candidates = [model.parent.parent / "text_encoder"] if model.is_file() else [model / "text_encoder", model / "damsm"]
     return next((c for c in candidates if (c / "image_encoder.safetensors").is_file()), None)
 
 

@@ -32,6 +32,8 @@ from stackgan2.io import check_output_dir, sha256_file
 from stackgan2.networks import build_generator
 from stackgan2.official.attngan import (
     ATTNGAN,
+    IMAGE_ENCODER_PREFIXES,
+    IMAGE_ENCODER_ZERO_FILLED,
     TEXT_ENCODER_PREFIXES,
     diagnose_encoder,
     read_vocabulary,
@@ -40,10 +42,11 @@ from stackgan2.official.family import OfficialFamily
 from stackgan2.official.stackgan_v1 import STACKGAN_V1
 from stackgan2.official.stackgan_v2 import STACKGAN_V2
 from stackgan2.pipeline import Text2ImagePipeline, _build_generator
-from stackgan2.text import PromptEncoder, TextEncoder
+from stackgan2.text import ImageEncoder, PromptEncoder, TextEncoder
 
 FAMILIES: dict[str, OfficialFamily] = {family.name: family for family in (STACKGAN_V2, ATTNGAN, STACKGAN_V1)}
 DATA_PARALLEL_PREFIX = "module."
+DAMSM_DIR = "damsm"  # in an imported AttnGAN pipeline: the full DAMSM (text + image encoder), for R-precision
 OPTIONAL_BUFFER = "num_batches_tracked"
 WRONG_ARCHITECTURE = "wrong --from, --preset or --config?"
 
@@ -179,6 +182,19 @@ def import_text_side(
     return PromptEncoder(vocabulary, encoder, text), record
 
 
+def import_image_encoder(config: ExperimentConfig, image_encoder: Path) -> ImageEncoder:
+    """AttnGAN's DAMSM image encoder (CNN_ENCODER: Inception-v3 + two projections) as an ``ImageEncoder``."""
+    image_encoder = Path(image_encoder)
+    official = read_official_weights(image_encoder, "the DAMSM image encoder (CNN_ENCODER)")
+    with torch.device("meta"):  # no wasted initialisation of 22 M parameters
+        encoder = ImageEncoder(config.text.dim, backbone="attngan_inception_v3")
+    what = f"an official AttnGAN CNN_ENCODER ({config.text.dim}-d features)"
+    state = rename_checked(official, IMAGE_ENCODER_PREFIXES, encoder.state_dict(), what, image_encoder,
+                           diagnose_encoder(set(official), "image_encoder"), IMAGE_ENCODER_ZERO_FILLED)
+    encoder.load_state_dict(state, strict=True, assign=True)
+    return encoder.float().eval()
+
+
 def import_official(
     weights: Path,
     family: str,
@@ -188,22 +204,24 @@ def import_official(
     overrides: dict[str, Any] | None = None,
     text_encoder: Path | None = None,
     vocab: Path | None = None,
+    image_encoder: Path | None = None,
 ) -> Text2ImagePipeline:
     """Convert the official generator file ``weights`` of ``family`` into the pipeline directory ``out``.
 
     The architecture comes from ``preset`` (default: the family's released model) < ``config_file`` <
     what the family sets for the file (``OfficialFamily.detect``: the StackGAN v1 stage, AttnGAN's
     official attention mask) < ``overrides``. AttnGAN needs ``text_encoder`` (its DAMSM
-    ``text_encoder*.pth``) and ``vocab`` (its ``captions.pickle``). Returns the pipeline, which records
-    its ``source``.
+    ``text_encoder*.pth``) and ``vocab`` (its ``captions.pickle``); its ``image_encoder*.pth``, when
+    given, is written with them as the full DAMSM directory ``out/damsm`` (what ``eval --metrics
+    r-precision`` finds by default). Returns the pipeline, which records its ``source``.
     """
     chosen = get_family(family)
     if chosen.text_side and (text_encoder is None or vocab is None):
         raise UsageError(f"--from {chosen.name} needs --text-encoder (the DAMSM text_encoder*.pth) and --vocab "
                          "(the captions.pickle it was trained with) besides the generator")
-    if not chosen.text_side and (text_encoder is not None or vocab is not None):
-        raise UsageError(f"--text-encoder and --vocab are for --from attngan; a {chosen.title} model is conditioned "
-                         "on char-CNN-RNN embeddings")
+    if not chosen.text_side and (text_encoder is not None or vocab is not None or image_encoder is not None):
+        raise UsageError(f"--text-encoder, --vocab and --image-encoder are for --from attngan; a {chosen.title} "
+                         "model is conditioned on char-CNN-RNN embeddings")
     check_output_dir(out)
     weights = Path(weights)
     official = read_official_weights(weights)
@@ -216,10 +234,17 @@ def import_official(
         )
     state = map_to_project(official, chosen, config, weights)
     generator = _build_generator(config, state, weights)
-    prompt_encoder, text_record = None, {}
+    prompt_encoder, text_record, damsm = None, {}, None
     if chosen.text_side:
         assert text_encoder is not None and vocab is not None
         prompt_encoder, text_record = import_text_side(config, text_encoder, vocab)
+    if prompt_encoder is not None and image_encoder is not None:
+        # The image encoder sees the final branch's images as they are (the evaluation resizes to
+        # text.image_size first), then resizes them to 299 px itself, as CNN_ENCODER does.
+        text = prompt_encoder.config.model_copy(update={"image_size": config.model.resolutions[-1]})
+        damsm = PromptEncoder(prompt_encoder.vocab, prompt_encoder.text_encoder, text,
+                              image_encoder=import_image_encoder(config, image_encoder))
+        text_record["image_encoder"] = _file_record(Path(image_encoder))
     source = {
         "family": chosen.name,
         **_file_record(weights),
@@ -229,5 +254,5 @@ def import_official(
         **text_record,
     }
     pipe = Text2ImagePipeline(generator, prompt_encoder, config, source=source)
-    pipe.save_pretrained(out)
+    pipe.save_pretrained(out, extra=(lambda tmp: damsm.save(tmp / DAMSM_DIR)) if damsm is not None else None)
     return pipe

@@ -27,7 +27,7 @@ from torch import nn
 from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.io import atomic_directory, read_format_json
-from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
+from stackgan2.text.encoders import ALL_BACKBONES, ImageEncoder, RegressionHead, TextEncoder
 from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
 
 # Longer input is not a caption (AttnGAN uses the first 18 words); up to this length it is truncated
@@ -265,7 +265,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     for key, kind in fields.items():
         if not isinstance(payload.get(key), kind):
             raise CheckpointError(f"{path}: {key!r} is missing or not a {kind.__name__}")
-    if payload.get("image_backbone") not in (None, *BACKBONES):
+    if payload.get("image_backbone") not in (None, *ALL_BACKBONES):
         raise CheckpointError(f"{path}: unknown image_backbone {payload.get('image_backbone')!r}")
     return {**payload, "config": config}
 
