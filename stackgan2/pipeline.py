@@ -452,7 +452,7 @@ class Text2ImagePipeline:
         n = num_images_per_prompt
         seeds = list(range(seed, seed + n)) * len(prompts)
         rows = torch.arange(len(prompts)).repeat_interleave(n)
-        words = encoded.attention_inputs(rows.to(encoded.words.device)) if self.attends_to_words else None
+        words = self.word_inputs(encoded, rows.to(encoded.words.device)) if self.attends_to_words else None
         z, eps = self._noise(seeds)
         branches, attention = self._generate(
             encoded.embeddings[rows.to(encoded.embeddings.device)], _truncate(z, truncation), eps, batch_size, words
@@ -474,6 +474,13 @@ class Text2ImagePipeline:
     def attends_to_words(self) -> bool:
         """Whether the generator is AttnGAN's (it takes word features and returns attention maps)."""
         return self.config.model.arch == "attngan"
+
+    def word_inputs(self, encoded: EncodedPrompts, rows: slice | torch.Tensor = slice(None)) -> dict[str, torch.Tensor]:
+        """AttnGAN: the word features and mask of some encoded prompts, always padded to ``text.max_words``
+        slots. Padding slots are masked, so they get exactly zero attention; a fixed length also makes the
+        forward's arithmetic the same whatever prompts share it (``stackgan2 serve`` stacks requests of
+        different lengths, and an image must not depend on its companions)."""
+        return encoded.attention_inputs(rows, length=self.require_text_encoder().config.max_words)
 
     def _prompt_words(self, prompt: str) -> list[str]:
         """The words of ``prompt`` the text encoder reads (the first ``text.max_words`` tokens; with an
@@ -497,41 +504,64 @@ class Text2ImagePipeline:
         changes; ``interpolate_noise`` also moves z along the great circle (slerp) to seed ``seed + 1``'s
         z. The first image equals ``pipe([start], seed=seed)``; the last with ``interpolate_noise``
         uses z of ``seed + 1`` and eps of ``seed``.
+
+        AttnGAN models also attend to the words, so the word features are interpolated too, slot by
+        slot: word i of ``start`` blends into word i of ``end``. That is only defined when both prompts
+        have the same number of words with unknown words at the same places (e.g. "a small red bird"
+        -> "a large blue bird"); other pairs raise ``UsageError``.
         """
         _check_range("steps", steps, 2, MAX_INTERPOLATION_STEPS)
-        if self.attends_to_words:
-            raise UsageError("interpolation blends sentence embeddings; an AttnGAN model also attends to the words "
-                             "of one sentence, which do not blend: generate each prompt instead")
         seed = _resolve_seed(seed)
         if device is not None:
             self.to(device)
         encoded = self.encode([start, end])
         t = torch.linspace(0, 1, steps)
         embeddings = torch.lerp(encoded.embeddings[:1].cpu(), encoded.embeddings[1:].cpu(), t[:, None])
+        words = self._interpolated_words(start, end, encoded, t) if self.attends_to_words else None
         z, eps = self._noise([seed, seed + 1])
         z = slerp(z[0], z[1], t) if interpolate_noise else z[:1].expand(steps, -1)
-        branches, _ = self._generate(embeddings, _truncate(z, truncation), eps[:1].expand(steps, -1), steps)
+        branches, _ = self._generate(embeddings, _truncate(z, truncation), eps[:1].expand(steps, -1), steps, words)
         captions = [start, *(f"t = {float(x):.2f}" for x in t[1:-1]), end]
         return PipelineOutput(
             branches, captions, list(range(steps)), seed, self.config.model.resolutions, encoded.unknown, encoded.truncated
         )
 
+    def _interpolated_words(self, start: str, end: str, encoded: EncodedPrompts, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AttnGAN: word features blended slot by slot at positions ``t`` (see ``interpolate``), padded
+        as every AttnGAN forward is."""
+        counts = [len(self._prompt_words(prompt)) for prompt in (start, end)]
+        if counts[0] != counts[1] or not torch.equal(encoded.mask[0], encoded.mask[1]):
+            why = (f"{start!r} has {counts[0]} words and {end!r} has {counts[1]}" if counts[0] != counts[1]
+                   else "their unknown words are at different places")
+            raise UsageError(f"an AttnGAN model attends to each word, so interpolation blends the words slot by slot "
+                             f"and needs two prompts of the same word count with unknown words at the same places; "
+                             f"{why} (e.g. 'a small red bird' -> 'a large blue bird')")
+        words = encoded.words.cpu()
+        blended = EncodedPrompts(
+            encoded.embeddings, encoded.unknown, encoded.truncated,
+            torch.lerp(words[:1], words[1:], t[:, None, None]), encoded.mask[:1].cpu().expand(len(t), -1),
+        )
+        return {k: v.to(self.device) for k, v in self.word_inputs(blended).items()}
+
     @torch.inference_mode()
     def render(
-        self, embeddings: torch.Tensor, seeds: Sequence[int], truncation: float | None = None, batch_size: int = 16
+        self, embeddings: torch.Tensor, seeds: Sequence[int], truncation: float | None = None, batch_size: int = 16,
+        words: dict[str, torch.Tensor] | None = None,
     ) -> list[list[Image.Image]]:
         """Row ``i``: sentence embedding ``embeddings[i]`` with the noise of seed ``seeds[i]`` -> PIL images per branch.
 
         The building block of ``stackgan2 serve``, which stacks the rows of several requests into one
-        forward; a row's images do not depend on the rows beside it. Sentence embeddings only: AttnGAN
-        models also need the words (``__call__``).
+        forward; a row's images do not depend on the rows beside it. AttnGAN models also need each row's
+        ``words`` (``word_inputs``: features and mask, padded to ``text.max_words``).
         """
         if embeddings.shape[0] != len(seeds):
             raise ValueError(f"need one seed per embedding row, got {len(seeds)} seeds for {embeddings.shape[0]} rows")
-        if self.attends_to_words:
-            raise UsageError("an AttnGAN model attends to the words of each prompt; generate with the pipeline call")
+        if self.attends_to_words and words is None:
+            raise UsageError("an AttnGAN model attends to the words of each prompt: give their word features "
+                             "(words=pipe.word_inputs(encoded))")
         z, eps = self._noise(seeds)
-        return self._generate(embeddings, _truncate(z, truncation), eps, batch_size)[0]
+        return self._generate(embeddings, _truncate(z, truncation), eps, batch_size,
+                              words if self.attends_to_words else None)[0]
 
     def _noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """z (N, z_dim) and CA eps (N, eps_dim), row i from a CPU generator seeded ``seeds[i]`` (StackGAN v1

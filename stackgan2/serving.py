@@ -8,7 +8,9 @@ so it is tested without a server and reusable behind another front end:
 - ``BatchingGenerator``: one worker thread owns the model; requests queued while it computes are
   stacked into its next generator forward (up to ``max_batch`` images). Each request's prompt is
   encoded on its own and its noise comes from its own seeds (``Text2ImagePipeline.render``), so a
-  response is the same bytes whether the request was served alone or beside others;
+  response is the same bytes whether the request was served alone or beside others (AttnGAN models:
+  each request's word features and mask are padded to ``text.max_words`` slots, the mask covering
+  the padding, and stacked);
 - ``images_json`` / ``model_info``: the JSON bodies, PNGs from ``imaging.png_bytes`` (the encoder behind
   ``stackgan2 sample``), so the API and the CLI give byte-identical files for the same prompt and seed.
 """
@@ -220,7 +222,12 @@ class BatchingGenerator:
         try:
             embeddings = torch.cat([e.embeddings.expand(job.request.n, -1) for e, job in zip(encoded, jobs, strict=True)])
             seeds = [s for job in jobs for s in range(job.request.seed, job.request.seed + job.request.n)]
-            branches = self.pipe.render(embeddings, seeds, batch_size=self.max_batch)
+            words = None
+            if self.pipe.attends_to_words:  # AttnGAN: every request's words padded to text.max_words, then stacked
+                each = [self.pipe.word_inputs(e, torch.zeros(job.request.n, dtype=torch.long, device=e.words.device))
+                        for e, job in zip(encoded, jobs, strict=True)]
+                words = {key: torch.cat([w[key] for w in each]) for key in ("words", "mask")}
+            branches = self.pipe.render(embeddings, seeds, batch_size=self.max_batch, words=words)
         except BaseException as exc:  # a bug or out of memory: every waiting request learns it, the worker lives on
             for job in jobs:
                 job.future.set_exception(exc)

@@ -36,20 +36,31 @@ def _library_logger_propagates():
 TINY_CAPTIONS = ["a small red bird with black wings", "a large blue bird with a short yellow beak"]
 
 
-def make_tiny_pipeline(seed: int = 0):
-    """A tiny-preset ``Text2ImagePipeline`` built directly (no training), 8/16/32 px, vocabulary of TINY_CAPTIONS."""
+def make_tiny_pipeline(seed: int = 0, arch: str = "stackgan2"):
+    """A tiny-preset ``Text2ImagePipeline`` built directly (no training), 8/16/32 px, vocabulary of TINY_CAPTIONS;
+    ``arch`` chooses the model family (``attngan``: attention refine stages at tiny size)."""
     from stackgan2.config import resolve_config
-    from stackgan2.networks import Generator, init_weights
+    from stackgan2.networks import build_generator, init_weights
     from stackgan2.pipeline import Text2ImagePipeline
     from stackgan2.text import PromptEncoder, TextEncoder, Vocabulary
 
-    cfg = resolve_config("tiny")
+    cfg = resolve_config("tiny", overrides={"model.arch": arch})
     torch.manual_seed(seed)
-    generator = Generator(cfg.model)
+    generator = build_generator(cfg.model)
     generator.apply(init_weights)
     vocab = Vocabulary.build(TINY_CAPTIONS)
     encoder = PromptEncoder(vocab, TextEncoder(len(vocab), cfg.text.word_dim, cfg.text.dim), cfg.text)
     return Text2ImagePipeline(generator, encoder, cfg)
+
+
+def make_damsm_encoder(text_cfg):
+    """A small untrained DAMSM text + image encoder pair matching ``text_cfg`` (no pretraining needed)."""
+    from stackgan2.text import ImageEncoder, PromptEncoder, TextEncoder, Vocabulary
+
+    torch.manual_seed(0)
+    vocab = Vocabulary(["a", "red", "blue", "bird", "with", "wings", "black"])
+    tc = text_cfg
+    return PromptEncoder(vocab, TextEncoder(len(vocab), tc.word_dim, tc.dim), tc, None, ImageEncoder(tc.dim, tc.image_width))
 
 
 @pytest.fixture

@@ -169,7 +169,10 @@ def test_truncation_clamps_z(pipe):
             pipe("a red bird", seed=0, truncation=bad)
 
 
-def test_interpolate(pipe):
+@pytest.mark.parametrize("arch", ["stackgan2", "attngan"])
+def test_interpolate(pipe, arch):
+    """AttnGAN: the word features blend too (prompts of equal word count); the ends are the prompts' images."""
+    pipe = pipe if arch == "stackgan2" else make_pipeline(arch=arch)
     seen: list[torch.Tensor] = []
     hook = pipe.generator.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
     try:
@@ -187,6 +190,18 @@ def test_interpolate(pipe):
     for steps in (1, 65):
         with pytest.raises(UsageError, match="steps"):
             pipe.interpolate("a red bird", "a blue bird", steps=steps)
+    if arch == "attngan":
+        words = []
+        hook = pipe.generator.register_forward_pre_hook(lambda m, args, kwargs: words.append(kwargs["words"]), with_kwargs=True)
+        try:
+            pipe.interpolate("a small red bird", "a large blue bird", steps=3, seed=4)
+        finally:
+            hook.remove()
+        ends = pipe.encode(["a small red bird", "a large blue bird"]).words
+        assert torch.allclose(words[0][1, :, :4], ends.mean(dim=0)) and words[0].shape[2] == pipe.text_encoder.config.max_words
+        for start, end in (("a red bird", "a small blue bird"), ("a red zzqx bird", "a red small zzqx")):
+            with pytest.raises(UsageError, match="same word count"):
+                pipe.interpolate(start, end, steps=3)
 
 
 def test_slerp_keeps_endpoints_and_norm():

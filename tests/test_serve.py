@@ -247,17 +247,22 @@ def test_port_in_use_is_one_error_line(runner):
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output, result.output
 
 
-def test_batches_stay_within_max_batch_and_each_request_gets_its_own_images(tiny):
-    batcher = BatchingGenerator(tiny, max_batch=4, gather_ms=200)
+@pytest.mark.parametrize("arch", ["stackgan2", "attngan"])
+def test_batches_stay_within_max_batch_and_each_request_gets_its_own_images(tiny, arch):
+    """Prompts of different lengths share forwards; AttnGAN stacks their word features and masks."""
+    pipe = tiny if arch == "stackgan2" else make_tiny_pipeline(arch=arch)
+    batcher = BatchingGenerator(pipe, max_batch=4, gather_ms=200)
+    prompts = ["a small red bird", "a large blue bird with a short yellow beak", "red", "a bird with black wings", "a bird"]
     try:
-        requests = [ImageRequest("a small red bird", n, seed, (0, 1, 2)) for n, seed in [(3, 0), (1, 50), (2, 7), (1, 8), (16, 100)]]
+        requests = [ImageRequest(prompt, n, seed, (0, 1, 2))
+                    for prompt, (n, seed) in zip(prompts, [(3, 0), (1, 50), (2, 7), (1, 8), (16, 100)], strict=True)]
         futures = [batcher.submit(request) for request in requests]
         results = [future.result(60) for future in futures]
     finally:
         batcher.close()
     assert list(batcher.batch_sizes) == [4, 3, 16]  # 3+1 | 2+1 (the 16 does not fit) | 16 alone, in forwards of 4
     for request, result in zip(requests, results, strict=True):
-        out = tiny(request.prompt, num_images_per_prompt=request.n, seed=request.seed)
+        out = pipe(request.prompt, num_images_per_prompt=request.n, seed=request.seed)
         for k in range(request.n):
             assert [png_bytes(image) for image in result.images[k]] == [png_bytes(b[k]) for b in out.branches]
 

@@ -182,7 +182,7 @@ def test_tampered_latest_checkpoint_falls_back(runner, tmp_path, text_encoder):
     assert steps == list(range(1, 9))
 
 
-@pytest.mark.parametrize("family", ["stackgan2", "stackgan1"])
+@pytest.mark.parametrize("family", ["stackgan2", "stackgan1", "attngan"])
 def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, text_encoder, family, request):
     preset, extra = _family(family, request.getfixturevalue("v1_stage1") if family == "stackgan1" else None)
     run = tmp_path / "run"
@@ -235,17 +235,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes_gloo(tmp_path, text_encoder):
+@pytest.mark.parametrize("family", ["stackgan2", "attngan"])
+def test_torchrun_two_processes_gloo(tmp_path, text_encoder, family):
+    """AttnGAN: each rank encodes its shard's captions for the attention stages and the DAMSM term."""
+    preset, extra = _family(family, None)
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           "-m", "stackgan2.cli", "--quiet", "train", *TINY, "--run-dir", str(run), "--text-encoder", str(text_encoder),
-           "--batch-size", "4", "--max-steps", "3"]
+           "-m", "stackgan2.cli", "--quiet", "train", *preset, *extra, "--run-dir", str(run),
+           "--text-encoder", str(text_encoder), "--batch-size", "4", "--max-steps", "3"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]  # rank 0 only writes
     assert records[0]["images_per_s"] > 0
+    assert all(r.get("DAMSM/word", 0) > 0 for r in records) == (family == "attngan")
     assert len(list((run / "checkpoints").glob("*.safetensors"))) == 1
 
 
@@ -318,6 +322,12 @@ def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_en
     refused = runner.invoke(app, [*sample[:4], str(tiny_run), "--seed", "1", "--out", str(tmp_path / "no"), "--attention"])
     assert refused.exit_code == 2 and "--attention needs an AttnGAN model" in refused.output
     assert not (tmp_path / "no").exists()
+    between = ["--quiet", "interpolate", "--model", str(tmp_path / "pipe"), "--steps", "3", "--out"]
+    result = runner.invoke(app, [*between, str(tmp_path / "strip.png"), "a red bird", "a blue bird"])
+    assert result.exit_code == 0 and (tmp_path / "strip.png").is_file(), result.output
+    refused = runner.invoke(app, [*between, str(tmp_path / "no.png"), "a red bird", "a small blue bird"])
+    assert refused.exit_code == 2 and "same word count" in refused.output and len(refused.output.splitlines()) == 1
+    assert not (tmp_path / "no.png").exists()
     finetune = tmp_path / "finetune"
     result = _train(runner, "--run-dir", str(finetune), "--arch", "attngan", "--max-steps", "1",
                     "--init-from", str(tmp_path / "pipe"))

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import make_damsm_encoder
 
 from stackgan2.config import resolve_config
 from stackgan2.errors import CheckpointError, TrainingError
@@ -44,7 +45,7 @@ def _step_inputs(trainer, cfg):
     real, wrong, emb = _batch(cfg)
     if not trainer.needs_caption_features:
         return real, wrong, emb
-    trainer.attach_text_encoder(_prompt_encoder(cfg))
+    trainer.attach_text_encoder(make_damsm_encoder(cfg.text))
     text = trainer.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3]))
     return real, wrong, text.sentence, text
 
@@ -151,16 +152,6 @@ def test_non_finite_loss_stops_with_stage_name(cfg, tmp_path):
         trainer.train_step(real, wrong, emb)
 
 
-def _prompt_encoder(cfg):
-    """A small untrained DAMSM text + image encoder pair matching ``cfg.text`` (no pretraining needed)."""
-    from stackgan2.text import ImageEncoder, PromptEncoder, TextEncoder, Vocabulary
-
-    torch.manual_seed(0)
-    vocab = Vocabulary(["a", "red", "blue", "bird", "with", "wings", "black"])
-    tc = cfg.text
-    return PromptEncoder(vocab, TextEncoder(len(vocab), tc.word_dim, tc.dim), tc, None, ImageEncoder(tc.dim, tc.image_width))
-
-
 CAPTIONS = ["a red bird", "a blue bird with black wings", "red wings", "a bird"]
 
 
@@ -170,7 +161,7 @@ def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path):
     real, wrong, emb = _batch(cfg)
     with pytest.raises(TrainingError, match="damsm_coef"):
         trainer.train_step(real, wrong, emb)
-    trainer.attach_text_encoder(_prompt_encoder(cfg))
+    trainer.attach_text_encoder(make_damsm_encoder(cfg.text))
     scored = []
     original = trainer.damsm.images
     trainer.damsm.images = lambda images: scored.append(tuple(images.shape)) or original(images)

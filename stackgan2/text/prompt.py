@@ -81,10 +81,19 @@ class EncodedPrompts:
     words: torch.Tensor | None = None   # (B, D, T) float32 word features (what AttnGAN attends to)
     mask: torch.Tensor | None = None    # (B, T) True at padding and unknown words: they get no attention
 
-    def attention_inputs(self, rows: slice | torch.Tensor = slice(None)) -> dict[str, torch.Tensor]:
-        """``words`` and ``mask`` of some prompts, as AttnGAN's generator takes them."""
+    def attention_inputs(self, rows: slice | torch.Tensor = slice(None), length: int | None = None) -> dict[str, torch.Tensor]:
+        """``words`` and ``mask`` of some prompts, as AttnGAN's generator takes them; with ``length``
+        padded to that many word slots (zero features, masked), so that prompts encoded apart can share
+        one forward and a prompt's forward does not depend on how long its companions are."""
         assert self.words is not None and self.mask is not None
-        return {"words": self.words[rows], "mask": self.mask[rows]}
+        words, mask = self.words[rows], self.mask[rows]
+        extra = 0 if length is None else length - words.shape[2]
+        if extra < 0:
+            raise ValueError(f"cannot pad {words.shape[2]} word slots to {length}")
+        if extra:
+            words = torch.nn.functional.pad(words, (0, extra))
+            mask = torch.nn.functional.pad(mask, (0, extra), value=True)
+        return {"words": words, "mask": mask}
 
 
 class PromptEncoder:
