@@ -18,7 +18,6 @@ from torch import Tensor
 
 from stackgan2.errors import UsageError
 from stackgan2.text.prompt import PromptEncoder, pad_batch
-from stackgan2.text.vocab import attention_mask
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,12 @@ class FrozenDAMSM:
     def ids(self, ids: Tensor, lengths: Tensor, class_ids: Tensor) -> CaptionFeatures:
         """Features of padded id batches (``pad_batch`` layout)."""
         words, sentence = self.encoder.text_encoder(ids, lengths)
-        return CaptionFeatures(words.float(), sentence.float(), lengths, attention_mask(ids), class_ids)
+        return CaptionFeatures(words.float(), sentence.float(), lengths, self.encoder.vocab.attention_mask(ids), class_ids)
 
     def captions(self, captions: Sequence[str], class_ids: Tensor) -> CaptionFeatures:
         """Features of dataset captions (longer ones keep their first ``text.max_words`` words)."""
         vocab = self.encoder.vocab
-        ids, lengths = pad_batch([vocab.encode(c, self.max_words).ids for c in captions], self.device)
+        ids, lengths = pad_batch([vocab.encode(c, self.max_words).ids for c in captions], self.device, vocab)
         return self.ids(ids, lengths, class_ids.to(self.device))
 
     def images(self, images: Tensor) -> tuple[Tensor, Tensor]:
