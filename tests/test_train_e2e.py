@@ -300,6 +300,8 @@ def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_en
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert all(r["DAMSM/word"] > 0 and r["DAMSM/sentence"] > 0 and "D2/wrong" in r for r in records)
+    plotted = runner.invoke(app, ["plot-losses", str(run), "--out", str(tmp_path / "losses.png")], env={"COLUMNS": "200"})
+    assert plotted.exit_code == 0 and "DAMSM/word" in plotted.stdout and "DAMSM/sentence" in plotted.stdout, plotted.output
     assert runner.invoke(app, ["--quiet", "export", str(run), str(tmp_path / "pipe")]).exit_code == 0
     pipe = Text2ImagePipeline.from_pretrained(tmp_path / "pipe")
     out = pipe(["a red bird with blue wings", "a bird"], num_images_per_prompt=2, seed=3)
