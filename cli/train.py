@@ -71,6 +71,9 @@ def train(
         "and fake images in one stacked pass (same maths; cheaper with --d-norm spectral).")] = None,
     damsm_coef: Annotated[float | None, Opt("--damsm-coef", help="DAMSM generator loss weight on the last branch, "
                           "frozen pretrained DAMSM encoders (AttnGAN: 5 birds, 50 COCO; 0 = off).")] = None,
+    damsm_swap_negatives: Annotated[int | None, Opt("--damsm-swap-negatives", help="K hard negative captions per "
+        "image in the DAMSM loss: its caption with one colour word swapped (VSE++ hard negatives; 0 = off); "
+        "needs --damsm-coef.")] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
@@ -124,6 +127,7 @@ def train(
         "train.ma_gp_power": ma_gp_power,
         "train.stacked_d_passes": stacked_d_passes,
         "train.damsm_coef": damsm_coef,
+        "train.damsm_swap_negatives": damsm_swap_negatives,
         "train.seed": seed,
         "train.device": device,
         "train.amp": amp,

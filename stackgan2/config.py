@@ -184,6 +184,11 @@ class TrainConfig(_Frozen):
         0.0, ge=0, description="DAMSM generator loss weight (lambda) on the last branch, with the frozen "
         "pretrained DAMSM encoders; 0 = off (AttnGAN bird_attn2.yml: 5, coco_attn2.yml: 50)",
     )
+    damsm_swap_negatives: int = Field(
+        0, ge=0, description="K hard negative captions per generated image in the DAMSM loss: its own caption with "
+        "one colour word swapped for another, image -> caption, logged as DAMSM/swap (hard negatives: VSE++, "
+        "Faghri et al. BMVC 2018; the colour swap is ours); 0 = off; needs train.damsm_coef > 0",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
         True,
@@ -246,6 +251,9 @@ class ExperimentConfig(_Frozen):
         if self.train.ma_gp_coef > 0 and self.model.d_norm == "batch":
             # Batch norm couples the samples, so a per-sample input gradient is not defined (levers: avoid).
             raise ValueError("train.ma_gp_coef > 0 needs a discriminator without batch norm (model.d_norm = spectral)")
+        if self.train.damsm_swap_negatives > 0 and self.train.damsm_coef == 0:
+            raise ValueError("train.damsm_swap_negatives (--damsm-swap-negatives) adds negatives to the DAMSM loss, "
+                             "which is off: set train.damsm_coef > 0 (--damsm-coef)")
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
         if self.model.arch == "attngan" and self.train.batch_size < 2:

@@ -58,7 +58,7 @@ from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
 from stackgan2.networks import build_generator
-from stackgan2.text import EncodedPrompts, PromptEncoder, tokenize
+from stackgan2.text import EncodedPrompts, PromptEncoder
 
 if TYPE_CHECKING:
     from stackgan2.training.checkpoint import Checkpoint
@@ -370,8 +370,11 @@ class Text2ImagePipeline:
         source = payload.get("source") if isinstance(payload.get("source"), dict) else None
         return cls(generator, text_encoder, config, step, source)
 
-    def save_pretrained(self, directory: Path, fp16: bool = False) -> Path:
-        """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced.
+    def save_pretrained(
+        self, directory: Path, fp16: bool = False, extra: Callable[[Path], None] | None = None
+    ) -> Path:
+        """Write a pipeline directory (G_ema + text encoder, optionally in float16), atomically replaced;
+        ``extra(tmp)`` may add files, which are hashed with the rest (an import's DAMSM directory).
 
         Local paths in the config (data and cache folders, the text encoder source) are cleared: they
         mean nothing on another machine. Loading casts the weights back to float32.
@@ -393,6 +396,8 @@ class Text2ImagePipeline:
                 # `train --init-from DIR` can go on with the same loss; sampling never uses it.
                 keep_image = self.config.train.damsm_coef > 0
                 _text_side(self.text_encoder, dtype, keep_image).save(tmp / TEXT_ENCODER_DIR)
+            if extra is not None:
+                extra(tmp)
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
             payload = {
                 "format": PIPELINE_FORMAT,
@@ -482,8 +487,9 @@ class Text2ImagePipeline:
         return encoded.attention_inputs(rows, length=self.require_text_encoder().config.max_words)
 
     def _prompt_words(self, prompt: str) -> list[str]:
-        """The words of ``prompt`` the text encoder reads (the first ``text.max_words`` tokens)."""
-        return tokenize(prompt)[: self.text_encoder.config.max_words]
+        """The words of ``prompt`` the text encoder reads (the first ``text.max_words`` tokens; with an
+        imported AttnGAN vocabulary, its first known words)."""
+        return list(self.text_encoder.vocab.encode(prompt, self.text_encoder.config.max_words).tokens)
 
     @torch.inference_mode()
     def interpolate(

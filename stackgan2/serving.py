@@ -158,6 +158,9 @@ class BatchingGenerator:
     oldest request, gathers those already waiting (or arriving within ``gather_ms``) while the total
     stays within ``max_batch`` images, encodes each prompt on its own, renders all their rows at once
     and hands every request its own images. ``batch_sizes`` keeps the recent forwards' image counts.
+    An AttnGAN model with the official attention mask (``model.attention_official_mask``, the imported
+    released models) gives a pixel of one row another row's mask, so there each request has its
+    forward to itself: its images must not depend on the requests beside it.
     """
 
     def __init__(self, pipe: Text2ImagePipeline, max_batch: int = DEFAULT_MAX_BATCH, gather_ms: float = DEFAULT_GATHER_MS) -> None:
@@ -168,6 +171,7 @@ class BatchingGenerator:
         self.pipe = pipe
         self.max_batch = max_batch
         self.gather_s = gather_ms / 1000
+        self.alone = pipe.attends_to_words and pipe.config.model.attention_official_mask
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="stackgan2-generator", daemon=True)
@@ -194,7 +198,7 @@ class BatchingGenerator:
                 return
             batch, rows = [first], first.request.n
             deadline = time.monotonic() + self.gather_s
-            while rows < self.max_batch:
+            while rows < self.max_batch and not self.alone:
                 try:
                     wait = deadline - time.monotonic()
                     job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()

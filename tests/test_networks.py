@@ -151,7 +151,7 @@ def test_levers_are_off_in_every_shipped_preset():
     for preset in ("tiny", "toy", "birds", "flowers"):
         cfg = resolve_config(preset)
         assert not cfg.model.d_projection and cfg.model.d_norm == "batch" and not cfg.model.g_text_fusion
-        assert cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0
+        assert cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0 and cfg.train.damsm_swap_negatives == 0
 
 
 def test_text_fusion_starts_as_the_identity():

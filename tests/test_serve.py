@@ -24,6 +24,7 @@ from conftest import make_tiny_pipeline
 
 from stackgan2.cli.main import app as cli_app
 from stackgan2.imaging import png_bytes
+from stackgan2.networks import build_generator
 from stackgan2.pipeline import Text2ImagePipeline, shipped_model_dir
 from stackgan2.serving import MAX_BODY_BYTES, BatchingGenerator, ImageRequest, model_info, parse_image_request
 
@@ -247,10 +248,16 @@ def test_port_in_use_is_one_error_line(runner):
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output, result.output
 
 
-@pytest.mark.parametrize("arch", ["stackgan2", "attngan"])
+@pytest.mark.parametrize("arch", ["stackgan2", "attngan", "attngan-official-mask"])
 def test_batches_stay_within_max_batch_and_each_request_gets_its_own_images(tiny, arch):
-    """Prompts of different lengths share forwards; AttnGAN stacks their word features and masks."""
-    pipe = tiny if arch == "stackgan2" else make_tiny_pipeline(arch=arch)
+    """Prompts of different lengths share forwards; AttnGAN stacks their word features and masks. With
+    the official (misaligned) mask a row's pixels see other rows' masks, so each request runs alone."""
+    pipe = tiny if arch == "stackgan2" else make_tiny_pipeline(arch="attngan")
+    if arch == "attngan-official-mask":
+        model = pipe.config.model.model_copy(update={"attention_official_mask": True})
+        generator = build_generator(model)
+        generator.load_state_dict(pipe.generator.state_dict())
+        pipe = Text2ImagePipeline(generator, pipe.text_encoder, pipe.config.model_copy(update={"model": model}))
     batcher = BatchingGenerator(pipe, max_batch=4, gather_ms=200)
     prompts = ["a small red bird", "a large blue bird with a short yellow beak", "red", "a bird with black wings", "a bird"]
     try:
@@ -260,7 +267,8 @@ def test_batches_stay_within_max_batch_and_each_request_gets_its_own_images(tiny
         results = [future.result(60) for future in futures]
     finally:
         batcher.close()
-    assert list(batcher.batch_sizes) == [4, 3, 16]  # 3+1 | 2+1 (the 16 does not fit) | 16 alone, in forwards of 4
+    # 3+1 | 2+1 (the 16 does not fit) | 16 alone, in forwards of 4; official mask: every request alone
+    assert list(batcher.batch_sizes) == ([3, 1, 2, 1, 16] if arch == "attngan-official-mask" else [4, 3, 16])
     for request, result in zip(requests, results, strict=True):
         out = pipe(request.prompt, num_images_per_prompt=request.n, seed=request.seed)
         for k in range(request.n):

@@ -78,3 +78,19 @@ def test_bad_vocab_file_is_a_checkpoint_error(tmp_path, content: str) -> None:
 def test_missing_vocab_file_is_a_checkpoint_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         Vocabulary.load(tmp_path / "vocab.json")
+
+
+def test_attngan_convention_keeps_official_indices_and_leaves_unknown_words_out(tmp_path) -> None:
+    import torch
+
+    vocab = Vocabulary(["<end>", "bird", "red", "a"], convention="attngan")
+    encoded = vocab.encode("A zebra-red bird with red", max_words=3)
+    assert encoded.ids == [3, 2, 1] and encoded.tokens == ("a", "red", "bird")
+    assert encoded.unknown == ["zebra", "with"] and encoded.truncated and encoded.num_tokens == 6
+    assert vocab.words == ["bird", "red", "a"] and vocab.unk_id is None
+    assert vocab.attention_mask(torch.tensor([[3, 1, 0]])).tolist() == [[False, False, True]]  # official: == 0
+    vocab.save(tmp_path / "vocab.json")
+    assert json.loads((tmp_path / "vocab.json").read_text())["convention"] == "attngan"
+    assert Vocabulary.load(tmp_path / "vocab.json") == vocab != Vocabulary(["bird", "red", "a"])
+    with pytest.raises(ValueError, match="starts with '<end>'"):
+        Vocabulary(["bird", "<end>"], convention="attngan")

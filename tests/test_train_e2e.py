@@ -57,6 +57,8 @@ def _family(name: str, v1_stage1: Path | None) -> tuple[list[str], list[str]]:
         return TINY, []
     if name == "attngan":
         return TINY, ["--arch", "attngan", "--damsm-coef", "5", "--kl-coef", "1"]
+    if name == "swap":  # StackGAN++ with the DAMSM loss and colour-swapped negatives (their own random stream)
+        return TINY, ["--damsm-coef", "5", "--damsm-swap-negatives", "2"]
     return V1_TOY, ["--v1-stage", "2", "--stage1", str(v1_stage1), "--lr-decay-every", "1"]
 
 
@@ -119,7 +121,8 @@ def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
 
 # NHWC too: loaded Adam moments must be re-laid to the parameters' strides for the fused kernel.
 @pytest.mark.parametrize(("family", "layout"), [("stackgan2", "--no-channels-last"), ("stackgan2", "--channels-last"),
-                                                ("stackgan1", "--no-channels-last"), ("attngan", "--no-channels-last")])
+                                                ("stackgan1", "--no-channels-last"), ("attngan", "--no-channels-last"),
+                                                ("swap", "--no-channels-last")])
 def test_resume_is_bit_identical(runner, tmp_path, text_encoder, family, layout, request):
     preset, extra = _family(family, request.getfixturevalue("v1_stage1") if family == "stackgan1" else None)
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -131,10 +134,11 @@ def test_resume_is_bit_identical(runner, tmp_path, text_encoder, family, layout,
     a, b = _latest_tensors(straight), _latest_tensors(split)
     assert a.keys() == b.keys()
     for key in a:
-        if key.startswith(("G.", "G_ema.", "D.", "opt_")):
+        if key.startswith(("G.", "G_ema.", "D.", "opt_", "rng.swap")):
             assert torch.equal(a[key], b[key]), key
     records = [json.loads(line) for line in (split / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 17))
+    assert all(r["DAMSM/swap"] > 0 for r in records) if family == "swap" else "DAMSM/swap" not in records[0]
     if family == "stackgan1":  # the official v1 schedule: both rates halve when an epoch starts
         assert {(r["lr_g"], r["lr_d"]) for r in records[:8]} == {(2e-4, 2e-4)}
         assert {(r["lr_g"], r["lr_d"]) for r in records[8:]} == {(1e-4, 1e-4)}
@@ -309,6 +313,8 @@ def test_attngan_trains_exports_samples_and_fine_tunes(runner, tmp_path, text_en
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert all(r["DAMSM/word"] > 0 and r["DAMSM/sentence"] > 0 and "D2/wrong" in r for r in records)
+    plotted = runner.invoke(app, ["plot-losses", str(run), "--out", str(tmp_path / "losses.png")], env={"COLUMNS": "200"})
+    assert plotted.exit_code == 0 and "DAMSM/word" in plotted.stdout and "DAMSM/sentence" in plotted.stdout, plotted.output
     assert runner.invoke(app, ["--quiet", "export", str(run), str(tmp_path / "pipe")]).exit_code == 0
     pipe = Text2ImagePipeline.from_pretrained(tmp_path / "pipe")
     out = pipe(["a red bird with blue wings", "a bird"], num_images_per_prompt=2, seed=3)
@@ -389,12 +395,14 @@ def test_lever_flags_reach_the_config(runner, tmp_path):
     result = runner.invoke(app, ["train", "--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--dry-run",
                                  "--d-projection", "--d-norm", "spectral", "--g-text-fusion", "--gan-loss", "hinge",
                                  "--ma-gp", "2", "--ma-gp-power", "6", "--beta1", "0", "--beta2", "0.9",
-                                 "--stacked-d-passes"])
+                                 "--stacked-d-passes", "--damsm-coef", "5", "--damsm-swap-negatives", "4"])
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.output[: result.output.rindex("}") + 1])
     assert cfg["model"] | {"d_projection": True, "d_norm": "spectral", "g_text_fusion": True} == cfg["model"]
-    assert {k: cfg["train"][k] for k in ("gan_loss", "ma_gp_coef", "ma_gp_power", "beta1", "beta2", "stacked_d_passes")} == {
-        "gan_loss": "hinge", "ma_gp_coef": 2.0, "ma_gp_power": 6.0, "beta1": 0.0, "beta2": 0.9, "stacked_d_passes": True}
+    assert {k: cfg["train"][k] for k in ("gan_loss", "ma_gp_coef", "ma_gp_power", "beta1", "beta2", "stacked_d_passes",
+                                         "damsm_swap_negatives")} == {
+        "gan_loss": "hinge", "ma_gp_coef": 2.0, "ma_gp_power": 6.0, "beta1": 0.0, "beta2": 0.9, "stacked_d_passes": True,
+        "damsm_swap_negatives": 4}
 
 
 def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):

@@ -155,8 +155,9 @@ def test_non_finite_loss_stops_with_stage_name(cfg, tmp_path):
 CAPTIONS = ["a red bird", "a blue bird with black wings", "red wings", "a bird"]
 
 
-def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path):
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_coef": 5.0})})
+@pytest.mark.parametrize("swap", [0, 3])
+def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path, swap):
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_coef": 5.0, "damsm_swap_negatives": swap})})
     trainer = Trainer(cfg, tmp_path)
     real, wrong, emb = _batch(cfg)
     with pytest.raises(TrainingError, match="damsm_coef"):
@@ -171,11 +172,22 @@ def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path):
     assert scored == [(4, 3, 32, 32)]  # lambda only on the last (32 px) branch, once per step
     t = cfg.train
     rest = stats["G/adversarial"] + t.kl_coef * stats["KL"] + t.color_coef * stats["color"]
-    damsm = stats["DAMSM/word"] + stats["DAMSM/sentence"]
-    assert damsm > 0
+    damsm = stats["DAMSM/word"] + stats["DAMSM/sentence"] + (stats["DAMSM/swap"] if swap else 0)
+    assert damsm > 0 and ("DAMSM/swap" in stats) == (swap > 0)
     assert stats["G/total"].item() == pytest.approx((rest + 5.0 * damsm).item(), rel=1e-5)
+    # the swaps draw from their own checkpointed stream: z and eps are those of a run without them
+    assert torch.equal(trainer.noise.get_state(), _noise_after_one_step(cfg, tmp_path / "plain", real, wrong, emb))
+    tensors, _ = trainer.state_tensors()
+    assert ("rng.swap.0" in tensors) == (swap > 0)
     # the frozen encoders never train
     assert not any(p.requires_grad for p in trainer.damsm.encoder.image_encoder.parameters())
+
+
+def _noise_after_one_step(cfg, run_dir, real, wrong, emb):
+    plain = Trainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_swap_negatives": 0})}), run_dir)
+    plain.attach_text_encoder(make_damsm_encoder(cfg.text))
+    plain.train_step(real, wrong, emb, plain.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3])))
+    return plain.noise.get_state()
 
 
 def test_epoch_batches_deterministic_sharded_and_resumable():

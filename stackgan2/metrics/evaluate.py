@@ -120,9 +120,10 @@ def weights_sha256(*modules: torch.nn.Module) -> str:
 
 
 def find_damsm_encoder(model: Path) -> Path | None:
-    """The text-encoder directory beside a run directory or checkpoint file (it keeps the DAMSM image encoder)."""
+    """The text-encoder directory beside a run directory or checkpoint file (it keeps the DAMSM image
+    encoder), or an imported AttnGAN pipeline's official DAMSM (``damsm/``)."""
     model = Path(model)
-    candidates = [model.parent.parent / "text_encoder"] if model.is_file() else [model / "text_encoder"]
+    candidates = [model.parent.parent / "text_encoder"] if model.is_file() else [model / "text_encoder", model / "damsm"]
     return next((c for c in candidates if (c / "image_encoder.safetensors").is_file()), None)
 
 
@@ -177,7 +178,7 @@ class _Judges:
             resized = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             out["damsm_images"] = self.damsm.image_encoder(resized)[1].double().cpu().numpy()
             ids = [self.damsm.vocab.encode(p, self.damsm.config.max_words).ids for p in prompts]
-            sentences = self.damsm.text_encoder(*pad_batch(ids, images.device))[1]
+            sentences = self.damsm.text_encoder(*pad_batch(ids, images.device, self.damsm.vocab))[1]
             out["damsm_sentences"] = sentences.double().cpu().numpy()
         return out
 

@@ -16,8 +16,10 @@ class OfficialFamily:
     ``generator_prefixes(model)`` maps every official module prefix of the generator (as its
     ``state_dict()`` names them, without ``module.``) to this project's prefix for ``model``'s
     architecture; tensor names below a prefix are the same on both sides. ``diagnose(names)`` says,
-    for a file whose names do not fit, what it seems to be instead (or None); ``detect(names)`` reads
-    config overrides from the file's names (e.g. which StackGAN v1 stage it holds), below the user's.
+    for a file whose names do not fit, what it seems to be instead (or None); ``detect(names)`` gives
+    config overrides for the file (which StackGAN v1 stage its names show; the attention mask the
+    released AttnGAN models were trained with), below the user's. ``text_side``: the family brings its
+    own text encoder and vocabulary (AttnGAN's DAMSM), which the import needs.
     """
 
     name: str                                                # the --from value, e.g. "stackgan-v2"
@@ -28,3 +30,4 @@ class OfficialFamily:
     diagnose: Callable[[set[str]], str | None]
     documentation: str                                       # where the official files are described
     detect: Callable[[set[str]], dict[str, Any]] = lambda names: {}
+    text_side: bool = False

@@ -24,17 +24,22 @@ from stackgan2.config import ModelConfig
 from stackgan2.official.family import OfficialFamily
 
 
-def generator_prefixes(model: ModelConfig) -> dict[str, str]:
-    """Official module prefix -> this project's ``Generator`` prefix, for ``model``'s branches."""
+def tree_prefixes(model: ModelConfig, refine_parts: dict[str, str]) -> dict[str, str]:
+    """The G_NET tree shared by StackGAN++ and AttnGAN: ``ca_net``, ``h_net1``, ``img_net*`` and, per
+    refine stage ``h_net{2,3,4}``, its official sub-module prefixes ``refine_parts`` -> ours."""
     table = {"ca_net.fc.": "ca.fc.", "h_net1.fc.": "init_stage.fc."}
     table |= {f"h_net1.upsample{k + 1}.": f"init_stage.upsample.{k}." for k in range(int(math.log2(model.base_size // 4)))}
     for stage in range(1, model.stage_num):
         official = f"h_net{stage + 1}."
         ours = f"refine_stages.{stage - 1}."
-        table |= {official + part: ours + mine for part, mine in
-                  (("jointConv.", "joint."), ("residual.", "residual."), ("upsample.", "upsample."))}
+        table |= {official + part: ours + mine for part, mine in refine_parts.items()}
     table |= {f"img_net{branch + 1}.img.0.": f"to_images.{branch}.conv." for branch in range(model.stage_num)}
     return table
+
+
+def generator_prefixes(model: ModelConfig) -> dict[str, str]:
+    """Official module prefix -> this project's ``Generator`` prefix, for ``model``'s branches."""
+    return tree_prefixes(model, {"jointConv.": "joint.", "residual.": "residual.", "upsample.": "upsample."})
 
 
 def _diagnose(official_names: set[str]) -> str | None:

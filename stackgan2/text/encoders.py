@@ -22,8 +22,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from stackgan2.errors import CheckpointError
 
-Backbone = Literal["cnn", "inception_v3", "mobilenet_v2"]
-BACKBONES: tuple[str, ...] = ("cnn", "inception_v3", "mobilenet_v2")
+Backbone = Literal["cnn", "inception_v3", "mobilenet_v2", "attngan_inception_v3"]
+BACKBONES: tuple[str, ...] = ("cnn", "inception_v3", "mobilenet_v2")  # what pretraining offers
+# The official AttnGAN CNN_ENCODER, imported (stackgan2 import --image-encoder): Inception-v3 resized to
+# 299 px as its PyTorch 0.3 nn.Upsample(mode='bilinear') did, i.e. align_corners=True (torch docs:
+# "the default behavior for these modes up to version 0.3.1"); its region projection has no bias
+# (imported as zeros).
+IMPORTED_BACKBONES: tuple[str, ...] = ("attngan_inception_v3",)
+ALL_BACKBONES: tuple[str, ...] = (*BACKBONES, *IMPORTED_BACKBONES)
 
 # torchvision's ImageNet weights for MobileNetV2 expect these per-channel statistics; the Inception-v3
 # weights (ported from TensorFlow) expect pixels in [-1, 1], which is what our images already are.
@@ -103,21 +109,25 @@ def _torchvision_backbone(name: str) -> nn.Module:
     """An untrained torchvision network (ImageNet head included, so its state dicts load strictly)."""
     from torchvision import models
 
-    if name == "inception_v3":
+    if name.endswith("inception_v3"):
         return models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     return models.mobilenet_v2(weights=None)
 
 
+# torchvision Inception-v3 children: ImageEncoder.region_net.{i} and .global_net.{i} in this order.
+INCEPTION_REGION_LAYERS = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+    "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+)
+INCEPTION_GLOBAL_LAYERS = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
 def _split_backbone(name: str, net: nn.Module) -> tuple[nn.Module, int, nn.Module, int]:
-    if name == "inception_v3":
+    if name.endswith("inception_v3"):
         # AttnGAN CNN_ENCODER: regions from Mixed_6e (768 x 17 x 17), global from Mixed_7c (2048).
         children = dict(net.named_children())
-        early = [
-            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-            "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
-        ]
-        late = ["Mixed_7a", "Mixed_7b", "Mixed_7c"]
-        return nn.Sequential(*(children[n] for n in early)), 768, nn.Sequential(*(children[n] for n in late)), 2048
+        return (nn.Sequential(*(children[n] for n in INCEPTION_REGION_LAYERS)), 768,
+                nn.Sequential(*(children[n] for n in INCEPTION_GLOBAL_LAYERS)), 2048)
     # MobileNetV2: regions after the last stride-16 block (96 x 14 x 14), global from the 1280-ch head.
     return net.features[:14], 96, net.features[14:], 1280
 
@@ -152,8 +162,8 @@ class ImageEncoder(nn.Module):
         backbone_weights: Path | None = None,   # ImageNet weights for a torchvision backbone
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown image backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+        if backbone not in ALL_BACKBONES:
+            raise ValueError(f"unknown image backbone {backbone!r}; valid: {', '.join(ALL_BACKBONES)}")
         self.dim = dim
         self.backbone = backbone
         if backbone == "cnn":
@@ -191,8 +201,9 @@ class ImageEncoder(nn.Module):
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if self.backbone == "cnn":
             return images
-        size = 299 if self.backbone == "inception_v3" else 224
-        x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        size = 299 if self.backbone.endswith("inception_v3") else 224
+        official = self.backbone == "attngan_inception_v3"
+        x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=official)
         if self.backbone == "mobilenet_v2":
             mean = x.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
             std = x.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from stackgan2.errors import UsageError
 from stackgan2.text.prompt import PromptEncoder, pad_batch
-from stackgan2.text.vocab import attention_mask
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,7 @@ class CaptionFeatures:
     lengths: Tensor     # (B,) number of tokens (unknown words included)
     mask: Tensor        # (B, T) True where a word gets no attention: padding or an unknown word
     class_ids: Tensor   # (B,) for masking same-class negatives in the DAMSM loss
+    ids: Tensor | None = None  # (B, T) the token ids (for colour-swapped negatives)
 
     def __len__(self) -> int:
         return self.sentence.shape[0]
@@ -37,7 +37,7 @@ class CaptionFeatures:
     def select(self, rows: Tensor | slice) -> CaptionFeatures:
         """The features of some of the captions (e.g. one shard or a repeated batch)."""
         return CaptionFeatures(self.words[rows], self.sentence[rows], self.lengths[rows], self.mask[rows],
-                               self.class_ids[rows])
+                               self.class_ids[rows], None if self.ids is None else self.ids[rows])
 
 
 class FrozenDAMSM:
@@ -60,12 +60,13 @@ class FrozenDAMSM:
     def ids(self, ids: Tensor, lengths: Tensor, class_ids: Tensor) -> CaptionFeatures:
         """Features of padded id batches (``pad_batch`` layout)."""
         words, sentence = self.encoder.text_encoder(ids, lengths)
-        return CaptionFeatures(words.float(), sentence.float(), lengths, attention_mask(ids), class_ids)
+        mask = self.encoder.vocab.attention_mask(ids)
+        return CaptionFeatures(words.float(), sentence.float(), lengths, mask, class_ids, ids)
 
     def captions(self, captions: Sequence[str], class_ids: Tensor) -> CaptionFeatures:
         """Features of dataset captions (longer ones keep their first ``text.max_words`` words)."""
         vocab = self.encoder.vocab
-        ids, lengths = pad_batch([vocab.encode(c, self.max_words).ids for c in captions], self.device)
+        ids, lengths = pad_batch([vocab.encode(c, self.max_words).ids for c in captions], self.device, vocab)
         return self.ids(ids, lengths, class_ids.to(self.device))
 
     def images(self, images: Tensor) -> tuple[Tensor, Tensor]:

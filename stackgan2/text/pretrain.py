@@ -77,7 +77,7 @@ def _caption_batch(
     vocab: Vocabulary, captions: list[str], max_words: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded ids and lengths of dataset captions (truncated silently: they are not user prompts)."""
-    return pad_batch([vocab.encode(c, max_words).ids for c in captions], device)
+    return pad_batch([vocab.encode(c, max_words).ids for c in captions], device, vocab)
 
 
 def pretrain_text_encoder(

@@ -27,8 +27,8 @@ from torch import nn
 from stackgan2.config import TextConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.io import atomic_directory, read_format_json
-from stackgan2.text.encoders import BACKBONES, ImageEncoder, RegressionHead, TextEncoder
-from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary, attention_mask
+from stackgan2.text.encoders import ALL_BACKBONES, ImageEncoder, RegressionHead, TextEncoder
+from stackgan2.text.vocab import PAD_ID, UNK_ID, Vocabulary
 
 # Longer input is not a caption (AttnGAN uses the first 18 words); up to this length it is truncated
 # with a warning, beyond it refused before any work is done.
@@ -56,11 +56,16 @@ def word_list(words: Sequence[str], limit: int = 5) -> str:
     return ", ".join(shown) + (f" and {len(words) - limit} more" if len(words) > limit else "")
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (B, T) and lengths (B,); an empty sequence becomes one ``<unk>``."""
-    sequences = [list(s) or [UNK_ID] for s in sequences]
+def pad_batch(
+    sequences: Sequence[Sequence[int]], device: torch.device | str, vocab: Vocabulary | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, T) and lengths (B,); an empty sequence becomes one ``<unk>`` (a vocabulary
+    without one, AttnGAN's: one padding token, which the attention mask hides)."""
+    pad = vocab.pad_id if vocab is not None else PAD_ID
+    empty = UNK_ID if vocab is None else vocab.unk_id if vocab.unk_id is not None else vocab.pad_id
+    sequences = [list(s) or [empty] for s in sequences]
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    ids = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
+    ids = torch.full((len(sequences), int(lengths.max())), pad, dtype=torch.long)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return ids.to(device), lengths.to(device)
@@ -156,21 +161,21 @@ class PromptEncoder:
             item = self.vocab.encode(prompt, self.config.max_words)
             if item.num_tokens == 0:
                 raise PromptError(f"prompt {shorten(prompt)} contains no words; describe the image in words")
-            if all(i == UNK_ID for i in item.ids):
+            if all(i == self.vocab.unk_id for i in item.ids):  # attngan convention: unknown words have no id
                 raise PromptError(
                     f"prompt {shorten(prompt)} has no word the text encoder knows (unknown: "
-                    f"{word_list(item.unknown)}); known words include: {word_list(self.vocab.itos[2:12], 10)}"
+                    f"{word_list(item.unknown)}); known words include: {word_list(self.vocab.words[:10], 10)}"
                 )
             encoded.append(item)
         self._warn_truncated(prompts, encoded)
         device = self.device if device is None else device
         self.to(device)
-        ids, lengths = pad_batch([item.ids for item in encoded], device)
+        ids, lengths = pad_batch([item.ids for item in encoded], device, self.vocab)
         with torch.no_grad():
             words, sentence = self.text_encoder(ids, lengths)
             embeddings = (self.head(sentence) if self.head is not None else sentence).float()
         return EncodedPrompts(embeddings, [item.unknown for item in encoded], [item.truncated for item in encoded],
-                              words.float(), attention_mask(ids))
+                              words.float(), self.vocab.attention_mask(ids))
 
     def _warn_truncated(self, prompts: Sequence[str], encoded: Sequence[Any]) -> None:
         """One warning per call: the prompt itself, or for a batch (evaluation captions) a count."""
@@ -269,7 +274,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     for key, kind in fields.items():
         if not isinstance(payload.get(key), kind):
             raise CheckpointError(f"{path}: {key!r} is missing or not a {kind.__name__}")
-    if payload.get("image_backbone") not in (None, *BACKBONES):
+    if payload.get("image_backbone") not in (None, *ALL_BACKBONES):
         raise CheckpointError(f"{path}: unknown image_backbone {payload.get('image_backbone')!r}")
     return {**payload, "config": config}
 

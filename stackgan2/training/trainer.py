@@ -25,7 +25,8 @@ loss is the adversarial sum over branches plus KL and the DAMSM term.
 
 Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
 randomness from (seed, epoch, index), (b) the epoch's permutation, derived from (seed, epoch), and
-(c) the trainer's own noise generator, whose state is checkpointed. Resuming at (epoch, batch) thus
+(c) the trainer's own noise generator and, with ``train.damsm_swap_negatives``, its CPU generator of
+colour swaps, whose states are checkpointed. Resuming at (epoch, batch) thus
 replays the same stream, bit for bit on the CPU.
 """
 
@@ -64,6 +65,7 @@ from stackgan2.losses import (
 from stackgan2.networks import build_discriminators, build_generator, init_weights
 from stackgan2.progress import ProgressFn, report
 from stackgan2.text.features import CaptionFeatures, FrozenDAMSM
+from stackgan2.text.negatives import ColourWords, SwapNegatives, swap_colour_words
 from stackgan2.training.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
 from stackgan2.training.distributed import (
     DistContext,
@@ -202,6 +204,10 @@ class Trainer:
         use_scaler = self.amp_dtype == torch.float16
         self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(len(self.opts_D) + 1)]
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed * 7919 + self.ctx.rank)
+        # Its own stream, so that the noise (z, eps) of a run does not depend on K.
+        self.swap_rng = (torch.Generator().manual_seed(t.seed * 7919 + 104_729 + self.ctx.rank)
+                         if t.damsm_swap_negatives else None)
+        self.colours: ColourWords | None = None
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -230,6 +236,7 @@ class Trainer:
             raise CheckpointError("train.damsm_coef > 0 needs a text encoder saved with its DAMSM image encoder "
                                   "(as `stackgan2 pretrain-text` writes it)")
         self.damsm = damsm
+        self.colours = ColourWords.of(encoder.vocab)
 
     # ----------------------------------------------------------------------------------- the step
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -284,6 +291,7 @@ class Trainer:
             "opt_G": self.opt_G.state_dict(),
             "opts_D": [o.state_dict() for o in self.opts_D],
             "noise": self.noise.get_state(),
+            **({"swap_rng": self.swap_rng.get_state()} if self.swap_rng is not None else {}),
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -294,6 +302,8 @@ class Trainer:
             opt.load_state_dict(opt_state)
             _match_param_layout(opt)
         self.noise.set_state(state["noise"])
+        if self.swap_rng is not None:
+            self.swap_rng.set_state(state["swap_rng"])
 
     def _train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor,
                     text: CaptionFeatures | None) -> dict[str, Tensor]:
@@ -371,7 +381,22 @@ class Trainer:
         ``generator_loss``: only ``fake_imgs[-1]`` is scored)."""
         regions, image_global = self.damsm.images(images.float())
         gammas = (self.cfg.text.gamma1, self.cfg.text.gamma2, self.cfg.text.gamma3)
-        return damsm_loss(regions, image_global, text.words, text.sentence, text.lengths, text.class_ids, gammas)
+        negatives = self._swap_negatives(text) if self.cfg.train.damsm_swap_negatives else None
+        return damsm_loss(regions, image_global, text.words, text.sentence, text.lengths, text.class_ids, gammas,
+                          negatives)
+
+    def _swap_negatives(self, text: CaptionFeatures) -> SwapNegatives:
+        """The DAMSM features of K colour-swapped copies of every caption (``train.damsm_swap_negatives``)."""
+        if text.ids is None:
+            raise TrainingError("train.damsm_swap_negatives needs the captions' token ids (FrozenDAMSM.captions)")
+        k = self.cfg.train.damsm_swap_negatives
+        swapped, valid = swap_colour_words(text.ids, text.lengths, self.colours, k, self.swap_rng)
+        (B, T), device = text.ids.shape, self.device
+        lengths = text.lengths.repeat_interleave(k)
+        features = self.damsm.ids(swapped.view(B * k, T).to(device), lengths.to(device),
+                                  text.class_ids.repeat_interleave(k))
+        return SwapNegatives(features.words.view(B, k, *features.words.shape[1:]), features.sentence.view(B, k, -1),
+                             lengths.view(B, k).to(device), valid.to(device))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -409,6 +434,9 @@ class Trainer:
         noise_state = self.noise.get_state()
         for rank, state in enumerate(gather_tensors(noise_state.to(self._gather_device()), self.ctx)):
             tensors[f"rng.noise.{rank}"] = state.cpu()
+        if self.swap_rng is not None:  # only with K > 0: K = 0 checkpoints keep their keys
+            for rank, state in enumerate(gather_tensors(self.swap_rng.get_state().to(self._gather_device()), self.ctx)):
+                tensors[f"rng.swap.{rank}"] = state.cpu()
         np_state = np.random.get_state()
         tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
         py_version, py_state, py_gauss = random.getstate()
@@ -440,8 +468,11 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         noise = tensors.get(f"rng.noise.{self.ctx.rank}")
+        swap = tensors.get(f"rng.swap.{self.ctx.rank}")
         if noise is not None and meta.get("world_size", 1) == self.ctx.world_size:
             self.noise.set_state(noise)
+            if swap is not None and self.swap_rng is not None:
+                self.swap_rng.set_state(swap)
         name, pos, has_gauss, cached = meta["rng_numpy"]
         np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
         version, state_list, gauss = meta["rng_python"]
