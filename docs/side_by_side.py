@@ -1,6 +1,6 @@
 """The README's before/after figure: the same prompts and seeds through two pipelines, side by side.
 
-    python docs/side_by_side.py OLD_MODEL NEW_MODEL assets/examples/toy-birds-before-after.png
+    python docs/side_by_side.py OLD_MODEL NEW_MODEL docs/images/toy-candidate-before-after.png --size 96
 
 Each row is one prompt; the left block holds the first model's images for seeds 0..n-1, the right
 block the second model's for the same seeds (final branch, scaled to ``--size`` px).
