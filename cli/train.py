@@ -74,6 +74,10 @@ def train(
     damsm_swap_negatives: Annotated[int | None, Opt("--damsm-swap-negatives", help="K hard negative captions per "
         "image in the DAMSM loss: its caption with one colour word swapped (VSE++ hard negatives; 0 = off); "
         "needs --damsm-coef.")] = None,
+    damsm_branches: Annotated[str | None, Opt("--damsm-branches", help="Branches the DAMSM loss scores: last "
+        "(AttnGAN) or all (their mean; keeps the small branches' colours when the tree grows).")] = None,
+    ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
+        "pushes images of one caption with different noise apart (0 = off, official).")] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
@@ -128,6 +132,8 @@ def train(
         "train.stacked_d_passes": stacked_d_passes,
         "train.damsm_coef": damsm_coef,
         "train.damsm_swap_negatives": damsm_swap_negatives,
+        "train.damsm_branches": damsm_branches,
+        "train.ms_coef": ms_coef,
         "train.seed": seed,
         "train.device": device,
         "train.amp": amp,

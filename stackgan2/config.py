@@ -189,6 +189,15 @@ class TrainConfig(_Frozen):
         "one colour word swapped for another, image -> caption, logged as DAMSM/swap (hard negatives: VSE++, "
         "Faghri et al. BMVC 2018; the colour swap is ours); 0 = off; needs train.damsm_coef > 0",
     )
+    damsm_branches: Literal["last", "all"] = Field(
+        "last", description="which branches the DAMSM loss scores: last (AttnGAN: fake_imgs[-1] only) or all "
+        "(the mean over the branches, so that growing the tree keeps the small branches' colours; ours)",
+    )
+    ms_coef: float = Field(
+        0.0, ge=0, description="mode-seeking loss weight (MSGAN, Mao et al. CVPR 2019; its StackGAN++ birds cfg: "
+        "1.0): half a batch more images from the same captions with new noise, loss 1 / (mean|G(c,z1) - "
+        "G(c,z2)| / mean|z1 - z2| + 1e-5) on the last branch; 0 = off",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
         True,
@@ -254,6 +263,11 @@ class ExperimentConfig(_Frozen):
         if self.train.damsm_swap_negatives > 0 and self.train.damsm_coef == 0:
             raise ValueError("train.damsm_swap_negatives (--damsm-swap-negatives) adds negatives to the DAMSM loss, "
                              "which is off: set train.damsm_coef > 0 (--damsm-coef)")
+        if self.train.ms_coef > 0 and self.model.arch != "stackgan2":
+            raise ValueError(f"train.ms_coef (--ms-coef) is built into the StackGAN++ step only, not arch "
+                             f"{self.model.arch}")
+        if self.train.ms_coef > 0 and self.train.batch_size < 2:
+            raise ValueError("train.ms_coef (--ms-coef) pairs images of the same caption: it needs batch_size >= 2")
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
         if self.model.arch == "attngan" and self.train.batch_size < 2:

@@ -90,7 +90,7 @@ def loss_terms(records: list[Record]) -> list[str]:
     """The loss keys present in ``records``, in display order."""
     stages = range(stage_count(records))
     ordered = [f"D{i}/total" for i in stages] + [f"G{i}/{part}" for i in stages for part in ("cond", "uncond")]
-    ordered += ["G/adversarial", "KL", "color", "DAMSM/word", "DAMSM/sentence", "DAMSM/swap", "G/total"]
+    ordered += ["G/adversarial", "KL", "color", "DAMSM/word", "DAMSM/sentence", "DAMSM/swap", "mode_seeking", "G/total"]
     present = {key for record in records for key in record}
     return [key for key in ordered if key in present]
 
@@ -139,8 +139,9 @@ def plot_losses(records: list[Record], out: Path, window: int = 25, log_y: bool 
         ("generator adversarial loss per stage (cond solid, uncond dashed)",
          [(f"G{i}/{part}", i, style) for i in stages for part, style in (("cond", "-"), ("uncond", "--"))]),
         ("KL (conditioning augmentation)", [("KL", 0, "-")]),
-        ("colour consistency and DAMSM (word, sentence, swap; unweighted)",
-         [("color", 0, "-"), ("DAMSM/word", 1, "-"), ("DAMSM/sentence", 2, "-"), ("DAMSM/swap", 3, "-")]),
+        ("colour consistency, DAMSM (word, sentence, swap), mode seeking; unweighted",
+         [("color", 0, "-"), ("DAMSM/word", 1, "-"), ("DAMSM/sentence", 2, "-"), ("DAMSM/swap", 3, "-"),
+          ("mode_seeking", 4, "-")]),
     ]
     epochs = series(records, "epoch")
     summary = summarize(records)

@@ -9,7 +9,7 @@ import torch
 from conftest import make_damsm_encoder
 
 from stackgan2.config import resolve_config
-from stackgan2.errors import CheckpointError, TrainingError
+from stackgan2.errors import CheckpointError, ConfigError, TrainingError
 from stackgan2.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -181,6 +181,47 @@ def test_damsm_term_scores_the_last_branch_only(cfg, tmp_path, swap):
     assert ("rng.swap.0" in tensors) == (swap > 0)
     # the frozen encoders never train
     assert not any(p.requires_grad for p in trainer.damsm.encoder.image_encoder.parameters())
+
+
+def test_damsm_branches_all_scores_every_branch_with_the_mean(cfg, tmp_path):
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_coef": 5.0, "damsm_branches": "all"})})
+    trainer = Trainer(cfg, tmp_path)
+    trainer.attach_text_encoder(make_damsm_encoder(cfg.text))
+    scored, losses = [], []
+    original = trainer.damsm.images
+    trainer.damsm.images = lambda images: scored.append(tuple(images.shape)) or original(images)
+    real, wrong, emb = _batch(cfg)
+    text = trainer.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        fakes, _, _ = trainer.G(torch.zeros(4, cfg.model.z_dim), emb, torch.zeros(4, cfg.model.eps_dim))
+        for f in fakes:
+            losses.append(trainer._damsm_loss([f], text)[0])
+        mean, _ = trainer._damsm_loss(list(fakes), text)
+    assert mean.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-6)
+    scored.clear()
+    stats = trainer.train_step(real, wrong, emb, text)
+    assert scored == [(4, 3, 8, 8), (4, 3, 16, 16), (4, 3, 32, 32)]
+    assert stats["DAMSM/word"] > 0
+
+
+def test_mode_seeking_pairs_half_a_batch_and_off_is_unchanged(cfg, tmp_path):
+    on = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ms_coef": 1.0})})
+    trainer = Trainer(on, tmp_path / "on")
+    seen = []
+    original = trainer.G_forward
+    trainer.G_forward = lambda z, c, eps, **kw: seen.append(c.clone()) or original(z, c, eps, **kw)
+    real, wrong, emb = _batch(cfg)
+    stats = trainer.train_step(real, wrong, emb)
+    # 4 images plus 2 more of the first two captions, one G pass; D and the other terms see 4
+    assert len(seen) == 1 and torch.equal(seen[0], torch.cat([emb, emb[:2]]))
+    t = on.train
+    rest = stats["G/adversarial"] + t.kl_coef * stats["KL"] + t.color_coef * stats["color"]
+    assert 0 < stats["mode_seeking"] < 1e5
+    assert stats["G/total"].item() == pytest.approx((rest + stats["mode_seeking"]).item(), rel=1e-5)
+    off = Trainer(cfg, tmp_path / "off")
+    assert "mode_seeking" not in off.train_step(real, wrong, emb)
+    with pytest.raises(ConfigError, match="ms_coef"):
+        resolve_config("tiny", overrides={"train.ms_coef": 1.0, "model.arch": "attngan"})
 
 
 def _noise_after_one_step(cfg, run_dir, real, wrong, emb):

@@ -312,11 +312,17 @@ class Trainer:
             raise TrainingError("train.damsm_coef > 0 or model.arch attngan: the step needs the captions' DAMSM "
                                 "features and the attached text encoder (Trainer.attach_text_encoder)")
         batch = embedding.shape[0]
-        z = torch.randn(batch, self.cfg.model.z_dim, device=self.device, generator=self.noise)
-        eps = torch.randn(batch, self.cfg.model.eps_dim, device=self.device, generator=self.noise)
+        # Mode seeking: `pairs` more images of the first captions with new noise, in the same G pass.
+        pairs = batch // 2 if t.ms_coef > 0 else 0
+        z = torch.randn(batch + pairs, self.cfg.model.z_dim, device=self.device, generator=self.noise)
+        eps = torch.randn(batch + pairs, self.cfg.model.eps_dim, device=self.device, generator=self.noise)
         with self._autocast():
-            fakes, mu, logvar = self.G_forward(z, embedding, eps, **self._generator_inputs(text))
+            condition_in = torch.cat([embedding, embedding[:pairs]]) if pairs else embedding
+            fakes, mu, logvar = self.G_forward(z, condition_in, eps, **self._generator_inputs(text))
         fakes = [fakes[b] for b in self.branches]
+        if pairs:
+            twins = [f[batch:] for f in fakes]
+            fakes, mu, logvar = [f[:batch] for f in fakes], mu[:batch], logvar[:batch]
         stats: dict[str, Tensor] = {}
 
         condition = embedding if self.attngan else mu.detach()
@@ -364,8 +370,15 @@ class Trainer:
                 total = adversarial + t.kl_coef * kl + t.color_coef * color
             stats.update({"G/adversarial": adversarial.detach(), "KL": kl.detach(), "color": color.detach()})
             terms = {"adversarial": adversarial, "KL": kl, "color": color}
+            if pairs:
+                # MSGAN (Mao et al. 2019) StackGAN++ trainer: on the last branch, eps 1e-5.
+                spread = (twins[-1] - fakes[-1][:pairs]).abs().mean().float() / (z[batch:] - z[:pairs]).abs().mean()
+                seeking = 1.0 / (spread + 1e-5)
+                total = total + t.ms_coef * seeking
+                terms["mode_seeking"] = seeking
+                stats["mode_seeking"] = seeking.detach()
             if t.damsm_coef > 0:
-                damsm, damsm_terms = self._damsm_loss(fakes[-1], text)
+                damsm, damsm_terms = self._damsm_loss(fakes if t.damsm_branches == "all" else fakes[-1:], text)
                 total = total + t.damsm_coef * damsm
                 terms.update({f"DAMSM/{k}": v for k, v in damsm_terms.items()})
                 stats.update({f"DAMSM/{k}": v for k, v in damsm_terms.items()})
@@ -376,14 +389,20 @@ class Trainer:
         self._update_ema()
         return stats
 
-    def _damsm_loss(self, images: Tensor, text: CaptionFeatures) -> tuple[Tensor, dict[str, Tensor]]:
-        """The DAMSM generator term (unweighted) of the last branch's images, in float32 (official
-        ``generator_loss``: only ``fake_imgs[-1]`` is scored)."""
-        regions, image_global = self.damsm.images(images.float())
+    def _damsm_loss(self, branches: list[Tensor], text: CaptionFeatures) -> tuple[Tensor, dict[str, Tensor]]:
+        """The DAMSM generator term (unweighted) in float32, the mean over the given branches' images
+        (official ``generator_loss`` scores only ``fake_imgs[-1]``: ``train.damsm_branches = "last"``)."""
         gammas = (self.cfg.text.gamma1, self.cfg.text.gamma2, self.cfg.text.gamma3)
         negatives = self._swap_negatives(text) if self.cfg.train.damsm_swap_negatives else None
-        return damsm_loss(regions, image_global, text.words, text.sentence, text.lengths, text.class_ids, gammas,
-                          negatives)
+        results = []
+        for images in branches:
+            regions, image_global = self.damsm.images(images.float())
+            results.append(damsm_loss(regions, image_global, text.words, text.sentence, text.lengths,
+                                      text.class_ids, gammas, negatives))
+        if len(results) == 1:
+            return results[0]
+        terms = {k: torch.stack([r[1][k] for r in results]).mean() for k in results[0][1]}
+        return torch.stack([r[0] for r in results]).mean(), terms
 
     def _swap_negatives(self, text: CaptionFeatures) -> SwapNegatives:
         """The DAMSM features of K colour-swapped copies of every caption (``train.damsm_swap_negatives``)."""
