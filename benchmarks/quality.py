@@ -23,7 +23,9 @@ spent. Prints one JSON line and writes it to ``RUNS/NAME/quality.json``.
 ``--metrics`` chooses what ``stackgan2 eval`` computes per branch (default ``attributes,fid``);
 ``r-precision`` (AttnGAN's protocol, mean ± std over folds) is judged by the DAMSM encoders of
 ``--text-encoder``, which must then hold the image encoder (``stackgan2 pretrain-text`` saves it), so
-that every row is scored in the same DAMSM space. ``--iterations N`` replaces the clock: the run trains
+that every row is scored in the same DAMSM space; ``diversity`` adds the diversity ratio per prompt
+(``stackgan2 eval``: 4 seeds per prompt against real birds of the prompt's colours; near 0 = the
+generator ignores its noise). ``--iterations N`` replaces the clock: the run trains
 exactly N iterations (``--max-steps N``) and is judged once; its seconds are still reported.
 
 Run one study row at a time on an otherwise idle core, e.g. ``taskset -c 0 env OMP_NUM_THREADS=1``:
@@ -117,7 +119,7 @@ def train_to(cmd: list[str], stats: Path) -> float:
     return time.perf_counter() - start if start is not None else 0.0
 
 
-METRICS = ("attributes", "fid", "r-precision")
+METRICS = ("attributes", "fid", "r-precision", "diversity")
 
 
 def judge(run_dir: Path, num_samples: int, seed: int, metrics: list[str] | None = None,
@@ -144,6 +146,8 @@ def judge(run_dir: Path, num_samples: int, seed: int, metrics: list[str] | None 
         if "r-precision" in metrics:
             rp = scores["r_precision"]
             row.update(r_precision=rp["mean"], r_precision_std=rp["std"], r_precision_folds=rp["folds"])
+        if "diversity" in metrics:
+            row.update({key: scores[key] for key in ("diversity", "diversity_real", "diversity_ratio")})
         out[f"{size}px"] = row
     return out
 
@@ -155,8 +159,8 @@ def _pct(value: float | None) -> str:
 def table(paths: list[Path]) -> str:
     """Markdown rows (one per evaluation) from ``quality.json`` files: the docs/quality.md table."""
     lines = ["| row | flags | minutes | iterations | branch | body % | wing % (where named) | both % | FID "
-             "| R-precision % |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| R-precision % | diversity ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in paths:
         row = json.loads(path.read_text(encoding="utf-8"))
         flags = " ".join(row["config"])
@@ -165,9 +169,10 @@ def table(paths: list[Path]) -> str:
                 fid = "-" if m.get("fid") is None else f"{m['fid']:.0f}"
                 rp = ("-" if m.get("r_precision") is None
                       else f"{100 * m['r_precision']:.1f} ± {100 * m['r_precision_std']:.1f}")
+                ratio = "-" if m.get("diversity_ratio") is None else f"{m['diversity_ratio']:.2f}"
                 lines.append(f"| {row['name']} | `{flags}` | {ev['minutes']:g} | {ev['iterations']} | {branch} | "
                              f"{_pct(m.get('body'))} | {_pct(m.get('wing'))} ({_pct(m.get('wing_where_named'))}) | "
-                             f"{_pct(m.get('both'))} | {fid} | {rp} |")
+                             f"{_pct(m.get('both'))} | {fid} | {rp} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -36,7 +36,8 @@ def evaluate(
         int, Opt("--num-samples", min=1, help="Generated images, from the test captions (StackGAN++: 30,000).")
     ] = 30000,
     metrics: Annotated[
-        str | None, Opt("--metrics", help="Comma-separated: fid,is,r-precision,attributes (default: all the given networks allow).")
+        str | None, Opt("--metrics", help="Comma-separated: fid,is,r-precision,attributes,diversity "
+                               "(default: all the given networks allow).")
     ] = None,
     classifier: Annotated[
         Path | None, Opt("--classifier", help="Classifier directory from stackgan2 train-classifier (IS, offline FID, attributes; "
@@ -54,9 +55,13 @@ def evaluate(
     branch: Annotated[
         int | None, Opt("--branch", help="Generator branch to judge: 0 = 64 px, 1 = 128 px, ... (default: the final one).")
     ] = None,
+    diversity_seeds: Annotated[
+        int, Opt("--diversity-seeds", min=2, help="Diversity: images (noise seeds) per prompt, compared pairwise.")
+    ] = 4,
     out: Annotated[Path, Opt("--out", "-o", help="Where to write the JSON report.")] = Path("metrics.json"),
 ) -> None:
-    """Generate images for the test captions and compute FID, Inception Score, R-precision and attribute accuracy."""
+    """Generate images for the test captions and compute FID, Inception Score, R-precision, attribute accuracy and
+    diversity per prompt."""
     from stackgan2.io import atomic_write_text
     from stackgan2.metrics.evaluate import evaluate_model, parse_metrics
     from stackgan2.pipeline import default_model
@@ -75,6 +80,7 @@ def evaluate(
             device=device,
             seed=seed,
             branch=branch,
+            diversity_seeds=diversity_seeds,
             progress_fn=progress,
         )
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
@@ -113,6 +119,11 @@ def _metrics_table(result: dict[str, Any]) -> Table:
             if pair.get("generated_where_named") is not None and pair["prompts_naming_it"] < 1:
                 table.add_row(f"    where the prompt names it ({100 * pair['prompts_naming_it']:.0f}% of prompts)",
                               f"{100 * pair['generated_where_named']:.1f}%", "")
+    if "diversity" in values:
+        ratio = values["diversity_ratio"]
+        table.add_row(f"diversity ({values['diversity_groups']['seeds_per_prompt']} seeds per prompt)",
+                      f"{values['diversity']:.3f}", f"{values['diversity_real']:.3f}")
+        table.add_row("  ratio to real (0: z ignored)", "-" if ratio is None else f"{ratio:.2f}", "1")
     return table
 
 

@@ -6,11 +6,19 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from stackgan2.cli.main import app
-from stackgan2.metrics.evaluate import generate_final_images, parse_metrics, sample_plan, weights_sha256
+from stackgan2.errors import UsageError
+from stackgan2.metrics.evaluate import (
+    evaluate_model,
+    generate_final_images,
+    parse_metrics,
+    sample_plan,
+    weights_sha256,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +40,8 @@ def tiny_run(tmp_path_factory, toy_cache):
     return root
 
 
-def _eval(runner, tiny_run, toy_cache, *extra):
-    return runner.invoke(app, ["eval", "--model", str(tiny_run / "run"), "--cache-dir", str(toy_cache),
+def _eval(runner, tiny_run, toy_cache, *extra, model=None):
+    return runner.invoke(app, ["eval", "--model", str(model or tiny_run / "run"), "--cache-dir", str(toy_cache),
                                "--device", "cpu", "--batch-size", "32", *extra])
 
 
@@ -44,7 +52,8 @@ def test_eval_computes_every_metric_and_writes_the_report(runner, tiny_run, toy_
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     metrics = report["metrics"]
-    assert set(metrics) == {"fid", "inception_score", "inception_score_real", "r_precision", "attribute_accuracy"}
+    assert set(metrics) == {"fid", "inception_score", "inception_score_real", "r_precision", "attribute_accuracy",
+                            "diversity", "diversity_real", "diversity_ratio", "diversity_groups"}
     assert metrics["fid"] > 1.0  # a 4-step generator is far from the real birds
     assert 1.0 <= metrics["inception_score"]["mean"] <= 100 and metrics["inception_score"]["splits"] == 10
     assert 0.0 <= metrics["r_precision"]["value"] <= 1.0 and metrics["r_precision"]["candidates"] == 100
@@ -62,7 +71,7 @@ def test_eval_computes_every_metric_and_writes_the_report(runner, tiny_run, toy_
     assert report["num_samples"] == 128 and report["dataset"]["images"] == 32
     assert report["dataset"]["name"] == "toy-birds" and len(report["dataset"]["sha256"]) == 64
     assert len(report["model"]["weights_sha256"]) == 64
-    assert set(report["feature_extractors"]) == {"fid", "is", "attributes", "r-precision"}
+    assert set(report["feature_extractors"]) == {"fid", "is", "attributes", "r-precision", "diversity"}
     assert "classifier" in report["feature_extractors"]["fid"]
     assert "FID" in result.output and "R-precision" in result.output and "attribute accuracy" in result.output
     # 128 samples of 32-d classifier features are plenty, but the 32 real images are not: the rank is stated.
@@ -133,6 +142,8 @@ def test_parse_metrics():
         (["--classifier", "nowhere"], 1, "classifier directory not found: nowhere"),
         (["--metrics", "is", "--num-samples", "5", "--inception-weights", "x.pth"], 2, "at least 10 samples"),
         (["--branch", "7"], 2, "--branch 7: the model has branches 0..2"),
+        (["--metrics", "diversity", "--diversity-seeds", "1"], 2, "Invalid value for '--diversity-seeds'"),
+        (["--metrics", "diversity", "--num-samples", "3"], 2, "needs --num-samples of at least --diversity-seeds (4)"),
     ],
 )
 def test_eval_errors_are_one_line(runner, tiny_run, toy_cache, args, code, message):
@@ -209,3 +220,48 @@ def test_eval_reads_a_stackgan1_stage2_model(runner, tiny_run, toy_cache, tmp_pa
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["fid"] > 1.0 and 1.0 <= metrics["inception_score"]["mean"] <= 100
+
+
+def _ignore_noise(generator) -> None:
+    """Make G's output independent of a seed's noise: zero the first layer's z columns and make the
+    conditioning augmentation deterministic (a seed draws both z and CA's eps)."""
+    c = generator.ca.c_dim
+    with torch.no_grad():
+        generator.init_stage.fc[0].weight[:, c:] = 0  # the code is cat([c_code, z])
+        fc = generator.ca.fc  # GLU of 4c -> 2c: x[:2c] * sigmoid(x[2c:]); logvar is x[c:2c] * sigmoid(x[3c:])
+        fc.weight[c : 2 * c] = 0
+        fc.bias[c : 2 * c] = -60  # std = exp(-30)
+        fc.weight[3 * c :] = 0
+        fc.bias[3 * c :] = 60
+
+
+def test_diversity_is_near_zero_for_a_generator_that_ignores_its_noise(runner, tiny_run, toy_cache, tmp_path):
+    from stackgan2.pipeline import Text2ImagePipeline
+
+    pipe = Text2ImagePipeline.from_pretrained(tiny_run / "run")
+    _ignore_noise(pipe.generator)
+    pipe.save_pretrained(tmp_path / "collapsed")
+    clf = ["--classifier", str(tiny_run / "clf"), "--num-samples", "32"]
+    result = _eval(runner, tiny_run, toy_cache, *clf, "--metrics", "attributes,fid,diversity",
+                   "--out", str(tmp_path / "normal.json"))
+    assert result.exit_code == 0, result.output
+    assert "diversity (4 seeds per prompt)" in result.output and "ratio to real" in result.output
+    result = _eval(runner, tiny_run, toy_cache, *clf, "--metrics", "diversity", "--out", str(tmp_path / "collapsed.json"),
+                   model=tmp_path / "collapsed")
+    assert result.exit_code == 0, result.output
+    normal, collapsed = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("normal", "collapsed"))
+    assert {"fid", "attribute_accuracy", "diversity_ratio"} <= set(normal["metrics"])
+    assert set(collapsed["metrics"]) == {"diversity", "diversity_real", "diversity_ratio", "diversity_groups"}
+    normal, collapsed = normal["metrics"], collapsed["metrics"]
+    assert normal["diversity_ratio"] > 0.05 and collapsed["diversity_ratio"] < 1e-3
+    # The real reference depends on the seed and the test set only: the same for both models.
+    assert normal["diversity_real"] == collapsed["diversity_real"] > 0
+    # 32 tiny test images over 100 colour classes: no class holds 4, so random groups of real birds.
+    assert collapsed["diversity_groups"] == {"prompts": 8, "seeds_per_prompt": 4, "real_groups": 8,
+                                             "real_reference": "random"}
+
+
+def test_diversity_seeds_below_two_are_a_usage_error(tiny_run, toy_cache):
+    with pytest.raises(UsageError, match="--diversity-seeds must be at least 2.*got 1"):
+        evaluate_model(tiny_run / "run", metrics=["diversity"], num_samples=8, diversity_seeds=1, device="cpu",
+                       data_overrides={"data.cache_dir": toy_cache})

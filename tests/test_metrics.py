@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from stackgan2.errors import DataError
+from stackgan2.metrics.diversity import diversity_scores, mean_pairwise_distance, real_groups
 from stackgan2.metrics.frechet import feature_statistics, fid_from_features, frechet_distance
 from stackgan2.metrics.inception_score import inception_score
 from stackgan2.metrics.r_precision import (
@@ -178,3 +179,34 @@ def test_r_precision_folds_are_mean_and_std_of_shuffled_equal_folds():
     assert fold_statistics(np.ones(3, dtype=bool), folds=10) == (1.0, 0.0, 3)  # fewer images than folds
     images, captions = np.eye(2), np.eye(2)
     assert r_precision_hits(images, captions, np.array([[0, 1], [0, 1]])).tolist() == [True, False]
+
+
+def test_mean_pairwise_distance_hand_computed():
+    features = np.array([[0, 0], [3, 4], [0, 0], [1, 1], [1, 1], [1, 1]], dtype=float)
+    # Group 1: distances 5, 0, 5 (mean 10/3); group 2: all 0.
+    assert mean_pairwise_distance(features, 3) == pytest.approx(5 / 3)
+
+
+def test_real_groups_share_the_prompts_class_and_are_deterministic():
+    real_classes = np.array([0, 1, 0, 2, 0, 1, 0, 1])  # class 0: 4 images, class 1: 3, class 2: 1
+    groups, reference = real_groups(np.array([0, 1, 2, 0]), real_classes, 3, seed=5)
+    assert reference == "same class" and groups.shape == (3, 3)  # class 2 has too few images: no group
+    assert [set(real_classes[g]) for g in groups] == [{0}, {1}, {0}]
+    assert all(len(set(g)) == 3 for g in groups)
+    assert np.array_equal(groups, real_groups(np.array([0, 1, 2, 0]), real_classes, 3, seed=5)[0])
+
+
+def test_real_groups_fall_back_to_random_images_when_no_class_is_large_enough():
+    groups, reference = real_groups(np.array([0, 1]), np.arange(6), 4, seed=0)
+    assert reference == "random" and groups.shape == (2, 4) and all(len(set(g)) == 4 for g in groups)
+    with pytest.raises(DataError, match="needs at least 4 real test images, the test split has 3"):
+        real_groups(np.array([0]), np.arange(3), 4, seed=0)
+
+
+def test_diversity_scores_of_identical_samples_are_zero():
+    rng = np.random.default_rng(0)
+    generated = np.repeat(rng.normal(size=(2, 5)), 4, axis=0)  # 2 prompts, 4 identical samples each
+    scores = diversity_scores(generated, rng.normal(size=(8, 5)), np.array([0, 0]), np.zeros(8, int), 4, seed=0)
+    assert scores["diversity"] == 0 and scores["diversity_real"] > 0 and scores["diversity_ratio"] == 0
+    assert scores["diversity_groups"] == {"prompts": 2, "seeds_per_prompt": 4, "real_groups": 2,
+                                          "real_reference": "same class"}

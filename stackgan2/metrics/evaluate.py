@@ -14,12 +14,16 @@ can be regenerated on its own.
 - toy-birds attribute accuracy: generated images whose predicted body and wing colour equal those of
   the test image whose caption was the prompt; the same classifier on the real test images is the
   ceiling.
+- Diversity per prompt (``diversity``): S images per prompt with S noise seeds, mean pairwise
+  distance of their FID features, against real test images of the prompt's class (``diversity_ratio``
+  near 0: the generator ignores its noise). A second generation pass, of its own P * S samples.
 Generated images are quantised to uint8 first, exactly as they would be saved as PNG.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import time
@@ -43,6 +47,7 @@ from stackgan2.metrics.classifier import (
     head_accuracies,
     load_classifier,
 )
+from stackgan2.metrics.diversity import DIVERSITY_SEEDS, diversity_scores
 from stackgan2.metrics.frechet import fid_from_features
 from stackgan2.metrics.inception import load_inception
 from stackgan2.metrics.inception_score import IS_SPLITS, inception_score
@@ -57,7 +62,7 @@ from stackgan2.progress import ProgressFn, report
 
 logger = logging.getLogger("stackgan2.metrics")
 
-METRICS = ("fid", "is", "r-precision", "attributes")
+METRICS = ("fid", "is", "r-precision", "attributes", "diversity")
 PAPER_NUM_SAMPLES = 30000  # StackGAN++ section 5.1: IS and FID on 30,000 samples from test captions
 
 
@@ -152,6 +157,12 @@ class _Judges:
         self.fid_net = inception if inception is not None else classifier
         self.is_net = classifier if classifier is not None else inception
 
+    def only(self, *names: str) -> _Judges:
+        """The same networks, computing just what ``names`` need (a pass for one metric)."""
+        view = copy.copy(self)
+        view.wanted = list(names)
+        return view
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Features, class probabilities, attribute predictions; with ``prompts`` also DAMSM features."""
@@ -163,7 +174,7 @@ class _Judges:
                 cached[id(net)] = net(images)
             return cached[id(net)]
 
-        if "fid" in self.wanted:
+        if "fid" in self.wanted or "diversity" in self.wanted:
             out["features"] = run(self.fid_net)["features"].double().cpu().numpy()
         if "is" in self.wanted:
             out["probabilities"] = torch.softmax(run(self.is_net)[CLASS_HEAD].double(), dim=1).cpu().numpy()
@@ -196,6 +207,7 @@ def _choose_metrics(
     needs = {
         "fid": (classifier or inception, network),
         "is": (classifier or inception, network),
+        "diversity": (classifier or inception, network),
         "r-precision": (damsm, "a DAMSM text encoder with its image encoder (--text-encoder DIR, e.g. runs/<name>/text_encoder)"),
         "attributes": (classifier if has_attributes else None,
                        "a dataset with ground-truth attributes (toy-birds) and --classifier DIR trained on it"),
@@ -243,6 +255,7 @@ def _load_judges(
         "is": "classifier" if clf_net is not None else "inception",
         "r-precision": "damsm",
         "attributes": "classifier",
+        "diversity": "inception" if inception_net is not None else "classifier",
     }
     return _Judges(wanted, clf_net, inception_net, damsm), {name: described[uses[name]] for name in wanted}
 
@@ -267,6 +280,7 @@ def _judge_real(
 def _judge_generated(
     pipe: Any, prompts: list[str], seed: int, judges: _Judges, batch_size: int, device: torch.device,
     progress_fn: ProgressFn | None, branch: int = -1, embeddings: np.ndarray | None = None,
+    label: str = "generate and judge",
 ) -> dict[str, np.ndarray]:
     """Generate sample ``i`` from ``prompts[i]`` (or ``embeddings[i]``) with seed ``seed + i``, in batches, and judge it."""
     parts, truncated, with_unknown, n = [], 0, 0, len(prompts)
@@ -279,7 +293,7 @@ def _judge_generated(
             truncated += sum(encoded.truncated)
             with_unknown += sum(bool(u) for u in encoded.unknown)
             parts.append(judges(_to_float(final, device), batch_prompts))
-            report(progress_fn, "generate and judge", min(start + batch_size, n), n)
+            report(progress_fn, label, min(start + batch_size, n), n)
     if truncated or with_unknown:
         logger.warning("%d of %d prompts were cut to the text encoder's word limit; %d contain words it does not know",
                        truncated, n, with_unknown)
@@ -355,6 +369,7 @@ def evaluate_model(
     device: str = "auto",
     seed: int = 0,
     branch: int | None = None,
+    diversity_seeds: int = DIVERSITY_SEEDS,
     progress_fn: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Evaluate a pipeline directory, run directory or checkpoint; returns the JSON-ready report.
@@ -363,15 +378,19 @@ def evaluate_model(
     ``{"data.dataset": "cub", "data.data_dir": path}``); ``metrics=None`` computes every metric the
     given networks allow; ``text_encoder`` (the DAMSM judge for R-precision) defaults to the model's
     run's ``text_encoder/``; ``branch`` (0 = the base resolution, default the final branch) chooses the
-    generator branch that is judged, against real images at that branch's resolution. Report keys: ``metrics``, ``num_samples``, ``model`` (path, weights
-    sha256), ``dataset`` (name, test images, sha256 of captions, classes and real pixels),
-    ``feature_extractors`` (what each metric used), ``seed``, ``seconds``.
+    generator branch that is judged, against real images at that branch's resolution;
+    ``diversity_seeds`` is the diversity metric's S (images per prompt). Report keys: ``metrics``,
+    ``num_samples``, ``model`` (path, weights sha256), ``dataset`` (name, test images, sha256 of
+    captions, classes and real pixels), ``feature_extractors`` (what each metric used), ``seed``, ``seconds``.
     """
     from stackgan2.data import build_dataset
     from stackgan2.pipeline import Text2ImagePipeline, shipped_classifier_dir
 
     if num_samples < 1 or batch_size < 1:
         raise UsageError(f"--num-samples and --batch-size must be positive, got {num_samples} and {batch_size}")
+    if diversity_seeds < 2:
+        raise UsageError(f"--diversity-seeds must be at least 2 (distances between images of one prompt), "
+                         f"got {diversity_seeds}")
     start_time = time.perf_counter()
     dev = resolve_device(device)
     pipe = Text2ImagePipeline.from_pretrained(model, device=dev)
@@ -391,6 +410,9 @@ def evaluate_model(
     wanted = _choose_metrics(metrics, classifier, inception_weights, damsm_dir, has_attributes)
     if "is" in wanted and num_samples < IS_SPLITS:
         raise UsageError(f"the Inception Score needs at least {IS_SPLITS} samples (--num-samples), got {num_samples}")
+    if "diversity" in wanted and num_samples < diversity_seeds:
+        raise UsageError(f"the diversity metric needs --num-samples of at least --diversity-seeds ({diversity_seeds}), "
+                         f"got {num_samples}")
 
     sampled_images, sampled_captions = sample_plan([len(c) for c in dataset.captions], num_samples)
     prompts = [dataset.captions[j][k] for j, k in zip(sampled_images, sampled_captions, strict=True)]
@@ -400,11 +422,25 @@ def evaluate_model(
         candidates = mismatched_candidates(np.asarray(dataset.class_ids)[sampled_images], R_PRECISION_CANDIDATES, seed)
     judges, extractors = _load_judges(wanted, classifier, inception_weights, damsm_dir, dataset, data.dataset, dev)
     real, dataset_sha256 = _judge_real(dataset, size, judges, batch_size, dev, progress_fn)
-    generated = _judge_generated(pipe, prompts, seed, judges, batch_size, dev, progress_fn,
-                                 -1 if branch is None else branch, conditions)
+    judged_branch = -1 if branch is None else branch
+    per_sample = [name for name in wanted if name != "diversity"]  # diversity has a pass of its own, below
+    generated = _judge_generated(pipe, prompts, seed, judges.only(*per_sample), batch_size, dev, progress_fn,
+                                 judged_branch, conditions) if per_sample else {}
+    scores = _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges,
+                     _named_attributes(data.dataset, prompts, dataset.attributes))
+    if "diversity" in wanted:
+        # Prompt p, the p-th sample of the plan, gets S samples of its own: seeds seed + p * S + s.
+        num_prompts = min(num_samples // diversity_seeds, sum(len(c) for c in dataset.captions))
+        repeated = np.repeat(np.arange(num_prompts), diversity_seeds)
+        features = _judge_generated(
+            pipe, [prompts[p] for p in repeated], seed, judges.only("diversity"), batch_size, dev, progress_fn,
+            judged_branch, None if conditions is None else conditions[repeated], "diversity: generate and judge",
+        )["features"]
+        class_ids = np.asarray(dataset.class_ids)
+        scores.update(diversity_scores(features, real["features"], class_ids[sampled_images[:num_prompts]], class_ids,
+                                       diversity_seeds, seed))
     return {
-        "metrics": _scores(wanted, generated, real, candidates, dataset.attributes, sampled_images, judges,
-                           _named_attributes(data.dataset, prompts, dataset.attributes)),
+        "metrics": scores,
         "num_samples": num_samples,
         "model": {"path": str(model), "weights_sha256": weights_sha256(pipe.generator, *_text_modules(pipe))},
         "dataset": {"name": data.dataset, "split": "test", "images": len(dataset.captions), "resolution": size,
