@@ -163,6 +163,7 @@ def train(
         console.print(f"training into [bold]{run_dir}[/]" + (" (resuming)" if resuming else "")) if show else None
         with RichProgress() if show else _Silent() as progress:
             result = run_training(cfg, run_dir, ctx=ctx, progress_fn=progress if show else None)
+        ctx.barrier()  # every rank is done before the process group goes away (gloo aborted a rank at exit)
     finally:
         shutdown_distributed(ctx)
     if ctx.is_main:
