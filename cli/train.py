@@ -78,6 +78,8 @@ def train(
         "(AttnGAN) or all (their mean; keeps the small branches' colours when the tree grows).")] = None,
     ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
         "pushes images of one caption with different noise apart (0 = off, official).")] = None,
+    hard_wrong: Annotated[float | None, Opt("--hard-wrong", help="Share of wrong images with the caption's body "
+        "colour and another wing colour (toy-birds; 0 = official uniform draw).")] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
@@ -134,6 +136,7 @@ def train(
         "train.damsm_swap_negatives": damsm_swap_negatives,
         "train.damsm_branches": damsm_branches,
         "train.ms_coef": ms_coef,
+        "train.hard_wrong": hard_wrong,
         "train.seed": seed,
         "train.device": device,
         "train.amp": amp,

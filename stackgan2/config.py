@@ -198,6 +198,13 @@ class TrainConfig(_Frozen):
         "1.0): half a batch more images from the same captions with new noise, loss 1 / (mean|G(c,z1) - "
         "G(c,z2)| / mean|z1 - z2| + 1e-5) on the last branch; 0 = off",
     )
+    hard_wrong: float = Field(
+        0.0, ge=0, le=1, description="share of the mismatched ('wrong') real images drawn with the caption's own "
+        "body colour and another wing colour, where the caption names both (toy-birds: needs per-image colour "
+        "labels), so that the conditional discriminator must read the wing to reject them (hard negatives for the "
+        "matching-aware loss of Reed et al. 2016; the same-body choice is ours); 0 = uniform over other classes "
+        "(official)",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
         True,
@@ -268,6 +275,12 @@ class ExperimentConfig(_Frozen):
                              f"{self.model.arch}")
         if self.train.ms_coef > 0 and self.train.batch_size < 2:
             raise ValueError("train.ms_coef (--ms-coef) pairs images of the same caption: it needs batch_size >= 2")
+        if self.train.hard_wrong > 0 and self.model.arch != "stackgan2":
+            raise ValueError(f"train.hard_wrong (--hard-wrong) chooses the dataset's wrong images, which arch "
+                             f"{self.model.arch} does not use (its mismatched pairs come from the batch)")
+        if self.train.hard_wrong > 0 and self.data.dataset != "toy-birds":
+            raise ValueError(f"train.hard_wrong (--hard-wrong) needs per-image body and wing colour labels, which "
+                             f"only toy-birds has, not dataset {self.data.dataset}")
         if self.text.dim % 2:
             raise ValueError(f"text.dim must be even (two LSTM directions), got {self.text.dim}")
         if self.model.arch == "attngan" and self.train.batch_size < 2:

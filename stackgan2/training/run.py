@@ -125,7 +125,8 @@ def run_training(
         trainer.start_stage2(stage1)
     # Images only at the trained branches' sizes; StackGAN v1 makes its wrong pairs inside the batch.
     sizes = [m.resolutions[i] for i in m.trained_branches]
-    data_args = {"augment": True, "seed": t.seed, "wrong_images": m.arch == "stackgan2"}  # v1, AttnGAN: from the batch
+    data_args = {"augment": True, "seed": t.seed, "wrong_images": m.arch == "stackgan2",  # v1, AttnGAN: from the batch
+                 "hard_wrong": t.hard_wrong}
     if ctx.is_main:
         dataset = build_dataset(cfg.data, "train", sizes, progress_fn=progress_fn, **data_args)
     ctx.barrier()  # the toy-birds cache is rendered once, by rank 0
