@@ -74,6 +74,8 @@ def train(
     damsm_swap_negatives: Annotated[int | None, Opt("--damsm-swap-negatives", help="K hard negative captions per "
         "image in the DAMSM loss: its caption with one colour word swapped (VSE++ hard negatives; 0 = off); "
         "needs --damsm-coef.")] = None,
+    damsm_augment: Annotated[bool | None, Opt("--damsm-augment/--no-damsm-augment", help="DAMSM loss on a random "
+        "zoom/shift/flip view of each generated image (against patterns only the frozen encoder reads).")] = None,
     damsm_branches: Annotated[str | None, Opt("--damsm-branches", help="Branches the DAMSM loss scores: last "
         "(AttnGAN) or all (their mean; keeps the small branches' colours when the tree grows).")] = None,
     ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
@@ -135,6 +137,7 @@ def train(
         "train.damsm_coef": damsm_coef,
         "train.damsm_swap_negatives": damsm_swap_negatives,
         "train.damsm_branches": damsm_branches,
+        "train.damsm_augment": damsm_augment,
         "train.ms_coef": ms_coef,
         "train.hard_wrong": hard_wrong,
         "train.seed": seed,

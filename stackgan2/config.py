@@ -189,6 +189,13 @@ class TrainConfig(_Frozen):
         "one colour word swapped for another, image -> caption, logged as DAMSM/swap (hard negatives: VSE++, "
         "Faghri et al. BMVC 2018; the colour swap is ours); 0 = off; needs train.damsm_coef > 0",
     )
+    damsm_augment: bool = Field(
+        False, description="score a random view of each generated image in the DAMSM loss: zoom 0.8-1, a shift "
+        "within the frame and a horizontal flip, differentiable (affine grid sampling), so that the generator "
+        "cannot satisfy the frozen image encoder with pixel patterns that only it reads (augmented views against "
+        "adversarial solutions: CLIPDraw, Frans et al. 2021; differentiable augmentation, Zhao et al. NeurIPS "
+        "2020); needs train.damsm_coef > 0",
+    )
     damsm_branches: Literal["last", "all"] = Field(
         "last", description="which branches the DAMSM loss scores: last (AttnGAN: fake_imgs[-1] only) or all "
         "(the mean over the branches, so that growing the tree keeps the small branches' colours; ours)",
@@ -270,6 +277,9 @@ class ExperimentConfig(_Frozen):
         if self.train.damsm_swap_negatives > 0 and self.train.damsm_coef == 0:
             raise ValueError("train.damsm_swap_negatives (--damsm-swap-negatives) adds negatives to the DAMSM loss, "
                              "which is off: set train.damsm_coef > 0 (--damsm-coef)")
+        if self.train.damsm_augment and self.train.damsm_coef == 0:
+            raise ValueError("train.damsm_augment (--damsm-augment) changes the DAMSM loss, which is off: set "
+                             "train.damsm_coef > 0 (--damsm-coef)")
         if self.train.ms_coef > 0 and self.model.arch != "stackgan2":
             raise ValueError(f"train.ms_coef (--ms-coef) is built into the StackGAN++ step only, not arch "
                              f"{self.model.arch}")

@@ -204,6 +204,28 @@ def test_damsm_branches_all_scores_every_branch_with_the_mean(cfg, tmp_path):
     assert stats["DAMSM/word"] > 0
 
 
+def test_damsm_augment_scores_random_views_from_its_own_stream(cfg, tmp_path):
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_coef": 5.0, "damsm_augment": True})})
+    trainer = Trainer(cfg, tmp_path)
+    trainer.attach_text_encoder(make_damsm_encoder(cfg.text))
+    flat = torch.full((3, 3, 32, 32), 0.25, requires_grad=True)
+    view = trainer._random_views(flat)
+    assert torch.allclose(view, flat)  # zoom, shift and flip keep a flat image flat (reflected borders)
+    ramp = torch.linspace(-1, 1, 32).expand(4, 3, 32, 32).clone().requires_grad_(True)
+    first, second = trainer._random_views(ramp), trainer._random_views(ramp)
+    assert first.shape == ramp.shape and not torch.allclose(first, ramp) and not torch.allclose(first, second)
+    first.sum().backward()
+    assert ramp.grad is not None and ramp.grad.abs().sum() > 0  # differentiable: G is trained through it
+    real, wrong, emb = _batch(cfg)
+    stats = trainer.train_step(real, wrong, emb, trainer.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3])))
+    assert stats["DAMSM/word"] > 0
+    # its draws come from the DAMSM stream, which is checkpointed: z and eps are those of a run without it
+    assert torch.equal(trainer.noise.get_state(), _noise_after_one_step(cfg, tmp_path / "plain", real, wrong, emb))
+    assert "rng.swap.0" in trainer.state_tensors()[0]
+    with pytest.raises(ConfigError, match="damsm_augment"):
+        resolve_config("tiny", overrides={"train.damsm_augment": True})
+
+
 def test_mode_seeking_pairs_half_a_batch_and_off_is_unchanged(cfg, tmp_path):
     on = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ms_coef": 1.0})})
     trainer = Trainer(on, tmp_path / "on")
@@ -225,7 +247,8 @@ def test_mode_seeking_pairs_half_a_batch_and_off_is_unchanged(cfg, tmp_path):
 
 
 def _noise_after_one_step(cfg, run_dir, real, wrong, emb):
-    plain = Trainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"damsm_swap_negatives": 0})}), run_dir)
+    plain_train = cfg.train.model_copy(update={"damsm_swap_negatives": 0, "damsm_augment": False})
+    plain = Trainer(cfg.model_copy(update={"train": plain_train}), run_dir)
     plain.attach_text_encoder(make_damsm_encoder(cfg.text))
     plain.train_step(real, wrong, emb, plain.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3])))
     return plain.noise.get_state()

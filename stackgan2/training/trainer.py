@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from stackgan2 import stackgan1
@@ -204,9 +205,10 @@ class Trainer:
         use_scaler = self.amp_dtype == torch.float16
         self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(len(self.opts_D) + 1)]
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed * 7919 + self.ctx.rank)
-        # Its own stream, so that the noise (z, eps) of a run does not depend on K.
+        # Its own stream (swapped colour words, augmented views), so that the noise (z, eps) of a run
+        # does not depend on the DAMSM options.
         self.swap_rng = (torch.Generator().manual_seed(t.seed * 7919 + 104_729 + self.ctx.rank)
-                         if t.damsm_swap_negatives else None)
+                         if t.damsm_swap_negatives or t.damsm_augment else None)
         self.colours: ColourWords | None = None
         self.step = 0
         self.epoch = 0
@@ -396,13 +398,29 @@ class Trainer:
         negatives = self._swap_negatives(text) if self.cfg.train.damsm_swap_negatives else None
         results = []
         for images in branches:
-            regions, image_global = self.damsm.images(images.float())
+            images = images.float()
+            if self.cfg.train.damsm_augment:
+                images = self._random_views(images)
+            regions, image_global = self.damsm.images(images)
             results.append(damsm_loss(regions, image_global, text.words, text.sentence, text.lengths,
                                       text.class_ids, gammas, negatives))
         if len(results) == 1:
             return results[0]
         terms = {k: torch.stack([r[1][k] for r in results]).mean() for k in results[0][1]}
         return torch.stack([r[0] for r in results]).mean(), terms
+
+    def _random_views(self, images: Tensor) -> Tensor:
+        """A random view of each image (``train.damsm_augment``): zoom in 0.8-1, shift within the frame,
+        flip half of them; bilinear and differentiable, borders reflected."""
+        u = torch.rand(images.shape[0], 4, generator=self.swap_rng).to(images)
+        scale = 1 - 0.2 * u[:, 0]
+        room = 1 - scale  # normalised coordinates: the view stays inside the frame
+        flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0).to(images)
+        zero = torch.zeros_like(scale)
+        theta = torch.stack([torch.stack([scale * flip, zero, (2 * u[:, 1] - 1) * room], 1),
+                             torch.stack([zero, scale, (2 * u[:, 2] - 1) * room], 1)], 1)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _swap_negatives(self, text: CaptionFeatures) -> SwapNegatives:
         """The DAMSM features of K colour-swapped copies of every caption (``train.damsm_swap_negatives``)."""
@@ -453,7 +471,7 @@ class Trainer:
         noise_state = self.noise.get_state()
         for rank, state in enumerate(gather_tensors(noise_state.to(self._gather_device()), self.ctx)):
             tensors[f"rng.noise.{rank}"] = state.cpu()
-        if self.swap_rng is not None:  # only with K > 0: K = 0 checkpoints keep their keys
+        if self.swap_rng is not None:  # only with the DAMSM options that draw from it: others keep their keys
             for rank, state in enumerate(gather_tensors(self.swap_rng.get_state().to(self._gather_device()), self.ctx)):
                 tensors[f"rng.swap.{rank}"] = state.cpu()
         np_state = np.random.get_state()
