@@ -76,6 +76,8 @@ def train(
         "needs --damsm-coef.")] = None,
     damsm_augment: Annotated[bool | None, Opt("--damsm-augment/--no-damsm-augment", help="DAMSM loss on a random "
         "zoom/shift/flip view of each generated image (against patterns only the frozen encoder reads).")] = None,
+    feature_d_coef: Annotated[float | None, Opt("--feature-d-coef", help="Weight of an extra conditional D on the "
+        "frozen DAMSM image features (Projected GAN / GALIP style; 0 = off, official).")] = None,
     damsm_branches: Annotated[str | None, Opt("--damsm-branches", help="Branches the DAMSM loss scores: last "
         "(AttnGAN) or all (their mean; keeps the small branches' colours when the tree grows).")] = None,
     ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
@@ -138,6 +140,7 @@ def train(
         "train.damsm_swap_negatives": damsm_swap_negatives,
         "train.damsm_branches": damsm_branches,
         "train.damsm_augment": damsm_augment,
+        "train.feature_d_coef": feature_d_coef,
         "train.ms_coef": ms_coef,
         "train.hard_wrong": hard_wrong,
         "train.seed": seed,

@@ -196,6 +196,13 @@ class TrainConfig(_Frozen):
         "adversarial solutions: CLIPDraw, Frans et al. 2021; differentiable augmentation, Zhao et al. NeurIPS "
         "2020); needs train.damsm_coef > 0",
     )
+    feature_d_coef: float = Field(
+        0.0, ge=0, description="weight of the generator term of an extra conditional discriminator on the frozen "
+        "DAMSM image encoder's region features of the last branch (a trainable head with a projection onto the "
+        "DAMSM sentence embedding), trained with the matching-aware real / wrong / fake loss like the stage Ds "
+        "(frozen pretrained features in D: Projected GAN, Sauer et al. NeurIPS 2021; GALIP, Tao et al. CVPR "
+        "2023); needs a text encoder with its DAMSM image encoder; 0 = off",
+    )
     damsm_branches: Literal["last", "all"] = Field(
         "last", description="which branches the DAMSM loss scores: last (AttnGAN: fake_imgs[-1] only) or all "
         "(the mean over the branches, so that growing the tree keeps the small branches' colours; ours)",
@@ -280,6 +287,12 @@ class ExperimentConfig(_Frozen):
         if self.train.damsm_augment and self.train.damsm_coef == 0:
             raise ValueError("train.damsm_augment (--damsm-augment) changes the DAMSM loss, which is off: set "
                              "train.damsm_coef > 0 (--damsm-coef)")
+        if self.train.feature_d_coef > 0 and self.model.arch != "stackgan2":
+            raise ValueError(f"train.feature_d_coef (--feature-d-coef) is built into the StackGAN++ step only, not "
+                             f"arch {self.model.arch}")
+        if self.train.feature_d_coef > 0 and self.train.embeddings != "damsm":
+            raise ValueError("train.feature_d_coef (--feature-d-coef) needs the DAMSM encoders of our own text "
+                             "encoder (train.embeddings = damsm)")
         if self.train.ms_coef > 0 and self.model.arch != "stackgan2":
             raise ValueError(f"train.ms_coef (--ms-coef) is built into the StackGAN++ step only, not arch "
                              f"{self.model.arch}")

@@ -392,6 +392,36 @@ def _grouped(module: nn.Module, x: Tensor, groups: int) -> Tensor:
     return module(x)
 
 
+class FeatureCritic(nn.Module):
+    """A conditional discriminator on frozen image features (``train.feature_d_coef``).
+
+    Input: the region features (B, F, h, w) of the pretrained DAMSM image encoder and the DAMSM
+    sentence embedding (B, T) of the caption. A trainable head (two 3x3 convs with LeakyReLU, no
+    batch norm, average-pooled) gives an unconditional logit and a conditional one, the latter with a
+    projection term ``<W s, h>`` (Miyato & Koyama 2018). A discriminator on frozen pretrained
+    features follows Projected GAN (Sauer et al. NeurIPS 2021) and GALIP (Tao et al. CVPR 2023, a
+    frozen CLIP in D): it starts from features that already tell colours apart, and, unlike a frozen
+    loss, its head keeps learning, so the generator cannot satisfy it with patterns the features read
+    and a real bird does not have.
+    """
+
+    def __init__(self, feature_dim: int, text_dim: int, width: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3x3(feature_dim, width), nn.LeakyReLU(0.2, inplace=True),
+            conv3x3(width, width), nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.uncond_logits = nn.Linear(width, 1)
+        self.cond_logits = nn.Linear(width, 1)
+        self.projection = nn.Linear(text_dim, width, bias=False)
+
+    def forward(self, regions: Tensor, sentence: Tensor) -> tuple[Tensor, Tensor]:
+        """Conditional and unconditional logits, (B,) each."""
+        code = self.body(regions).mean(dim=(2, 3))
+        cond = self.cond_logits(code).squeeze(1) + (self.projection(sentence) * code).sum(dim=1)
+        return cond, self.uncond_logits(code).squeeze(1)
+
+
 def build_generator(cfg: ModelConfig) -> nn.Module:
     """The generator of ``cfg.arch``. Every family's ``forward(z, sentence_embedding, eps)`` returns
     (branch images, mu, logvar), with eps of ``cfg.eps_dim`` columns; AttnGAN's also takes the word

@@ -226,6 +226,39 @@ def test_damsm_augment_scores_random_views_from_its_own_stream(cfg, tmp_path):
         resolve_config("tiny", overrides={"train.damsm_augment": True})
 
 
+def test_feature_discriminator_trains_on_frozen_damsm_features_and_resumes(cfg, tmp_path):
+    on = cfg.model_copy(update={"train": cfg.train.model_copy(update={"feature_d_coef": 0.5})})
+    trainer = Trainer(on, tmp_path / "a")
+    encoder = make_damsm_encoder(cfg.text)
+    trainer.attach_text_encoder(encoder)
+    real, wrong, emb = _batch(cfg)
+    text = trainer.damsm.captions(CAPTIONS, torch.tensor([0, 1, 2, 3]))
+    before = [p.detach().clone() for p in trainer.critic.parameters()]
+    frozen = [p.detach().clone() for p in trainer.damsm.encoder.image_encoder.parameters()]
+    stats = trainer.train_step(real, wrong, emb, text)
+    assert {"F/real", "F/wrong", "F/fake", "F/total", "G/feature_d"} <= set(stats)
+    t = on.train
+    rest = stats["G/adversarial"] + t.kl_coef * stats["KL"] + t.color_coef * stats["color"]
+    assert stats["G/total"].item() == pytest.approx((rest + 0.5 * stats["G/feature_d"]).item(), rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.critic.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, trainer.damsm.encoder.image_encoder.parameters(), strict=True))
+    # the head and its optimiser are checkpointed: a resumed trainer takes the same next step
+    tensors, meta = trainer.state_tensors()
+    assert any(k.startswith("F.") for k in tensors) and any(k.startswith("opt_F.") for k in tensors)
+    path = save_checkpoint(tmp_path / "ckpt", trainer.step, tensors, {**meta, "config": on.model_dump(mode="json")}, 2)
+    resumed = Trainer(on, tmp_path / "b")
+    resumed.attach_text_encoder(encoder)
+    resumed.load_state(load_checkpoint(path))
+    a = trainer.train_step(real, wrong, emb, text)
+    b = resumed.train_step(real, wrong, emb, text)
+    assert a["F/total"].item() == b["F/total"].item() and a["G/total"].item() == b["G/total"].item()
+    # off: no head, no keys
+    assert Trainer(cfg, tmp_path / "off").critic is None
+    assert not any(k.startswith("F.") for k in Trainer(cfg, tmp_path / "off").state_tensors()[0])
+    with pytest.raises(ConfigError, match="feature_d_coef"):
+        resolve_config("tiny", overrides={"train.feature_d_coef": 1.0, "model.arch": "attngan"})
+
+
 def test_mode_seeking_pairs_half_a_batch_and_off_is_unchanged(cfg, tmp_path):
     on = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ms_coef": 1.0})})
     trainer = Trainer(on, tmp_path / "on")

@@ -63,7 +63,7 @@ from stackgan2.losses import (
     kl_loss,
     matching_aware_gradient_penalty,
 )
-from stackgan2.networks import build_discriminators, build_generator, init_weights
+from stackgan2.networks import FeatureCritic, build_discriminators, build_generator, init_weights
 from stackgan2.progress import ProgressFn, report
 from stackgan2.text.features import CaptionFeatures, FrozenDAMSM
 from stackgan2.text.negatives import ColourWords, SwapNegatives, swap_colour_words
@@ -197,6 +197,13 @@ class Trainer:
         self.opts_D = [
             torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **optim) for D in self.discriminators
         ]
+        # train.feature_d_coef: a discriminator head on the frozen DAMSM image features (the encoder
+        # is attached later, with the text encoder); it trains at D's rate.
+        self.critic: FeatureCritic | None = None
+        if t.feature_d_coef > 0:
+            self.critic = FeatureCritic(cfg.text.dim, cfg.text.dim).to(self.device)
+            broadcast_module(self.critic, self.ctx)
+            self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **optim)
         self.G_forward, self.D_forwards = self.G, list(self.discriminators)
         self._compile_pending = t.compile
         if t.compile:
@@ -204,6 +211,7 @@ class Trainer:
             self.D_forwards = [torch.compile(D) for D in self.discriminators]
         use_scaler = self.amp_dtype == torch.float16
         self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(len(self.opts_D) + 1)]
+        self.critic_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.noise = torch.Generator(device=self.device).manual_seed(t.seed * 7919 + self.ctx.rank)
         # Its own stream (swapped colour words, augmented views), so that the noise (z, eps) of a run
         # does not depend on the DAMSM options.
@@ -221,7 +229,7 @@ class Trainer:
     @property
     def needs_caption_features(self) -> bool:
         """Whether every step needs the DAMSM features of its captions (``attach_text_encoder``)."""
-        return self.cfg.train.damsm_coef > 0 or self.attngan
+        return self.cfg.train.damsm_coef > 0 or self.cfg.train.feature_d_coef > 0 or self.attngan
 
     @property
     def attngan(self) -> bool:
@@ -236,6 +244,9 @@ class Trainer:
         damsm = FrozenDAMSM(encoder, self.device)
         if self.cfg.train.damsm_coef > 0 and not damsm.has_image_encoder:
             raise CheckpointError("train.damsm_coef > 0 needs a text encoder saved with its DAMSM image encoder "
+                                  "(as `stackgan2 pretrain-text` writes it)")
+        if self.critic is not None and not damsm.has_image_encoder:
+            raise CheckpointError("train.feature_d_coef > 0 needs a text encoder saved with its DAMSM image encoder "
                                   "(as `stackgan2 pretrain-text` writes it)")
         self.damsm = damsm
         self.colours = ColourWords.of(encoder.vocab)
@@ -292,6 +303,7 @@ class Trainer:
             "D": self.discriminators.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opts_D": [o.state_dict() for o in self.opts_D],
+            **({"F": self.critic.state_dict(), "opt_F": self.opt_critic.state_dict()} if self.critic is not None else {}),
             "noise": self.noise.get_state(),
             **({"swap_rng": self.swap_rng.get_state()} if self.swap_rng is not None else {}),
         }
@@ -303,6 +315,10 @@ class Trainer:
         for opt, opt_state in zip([self.opt_G, *self.opts_D], [state["opt_G"], *state["opts_D"]], strict=True):
             opt.load_state_dict(opt_state)
             _match_param_layout(opt)
+        if self.critic is not None:
+            self.critic.load_state_dict(state["F"])
+            self.opt_critic.load_state_dict(state["opt_F"])
+            _match_param_layout(self.opt_critic)
         self.noise.set_state(state["noise"])
         if self.swap_rng is not None:
             self.swap_rng.set_state(state["swap_rng"])
@@ -353,9 +369,13 @@ class Trainer:
             self._update(loss, opt, scaler, D_params, f"D{i} ({self.discriminators[i].resolution} px)", terms)
             stats.update({f"D{i}/{k}": v for k, v in terms.items()})
             stats[f"D{i}/total"] = loss.detach()
+        if self.critic is not None:
+            stats.update(self._critic_step(real[-1], wrong[-1], fakes[-1].detach(), text))
 
         self.opt_G.zero_grad(set_to_none=True)
         self.discriminators.requires_grad_(False)
+        if self.critic is not None:
+            self.critic.requires_grad_(False)
         try:
             with self._autocast():
                 adversarial = mu.new_zeros(())
@@ -379,6 +399,14 @@ class Trainer:
                 total = total + t.ms_coef * seeking
                 terms["mode_seeking"] = seeking
                 stats["mode_seeking"] = seeking.detach()
+            if self.critic is not None:
+                with self._autocast():
+                    regions = self.damsm.images(fakes[-1].float())[0]
+                    feature_d, _ = generator_adversarial_loss(self.critic(regions, text.sentence), t.uncond_coef,
+                                                              t.gan_loss)
+                total = total + t.feature_d_coef * feature_d
+                terms["feature_d"] = feature_d
+                stats["G/feature_d"] = feature_d.detach()
             if t.damsm_coef > 0:
                 damsm, damsm_terms = self._damsm_loss(fakes if t.damsm_branches == "all" else fakes[-1:], text)
                 total = total + t.damsm_coef * damsm
@@ -388,8 +416,24 @@ class Trainer:
             stats["G/total"] = total.detach()
         finally:
             self.discriminators.requires_grad_(True)
+            if self.critic is not None:
+                self.critic.requires_grad_(True)
         self._update_ema()
         return stats
+
+    def _critic_step(self, real: Tensor, wrong: Tensor, fake: Tensor, text: CaptionFeatures) -> dict[str, Tensor]:
+        """One update of the feature discriminator (``train.feature_d_coef``) on the last branch's real,
+        wrong and (detached) fake images, each with the caption's DAMSM sentence embedding."""
+        assert self.critic is not None and self.damsm is not None
+        t = self.cfg.train
+        self.opt_critic.zero_grad(set_to_none=True)
+        with torch.no_grad():  # the encoder is frozen: only the head learns
+            regions = [self.damsm.images(images.float())[0] for images in (real, wrong, fake)]
+        with self._autocast():
+            outs = [self.critic(r, text.sentence) for r in regions]
+            loss, terms = discriminator_loss(*outs, t.uncond_coef, t.gan_loss)
+        self._update(loss, self.opt_critic, self.critic_scaler, list(self.critic.parameters()), "feature D", terms)
+        return {**{f"F/{k}": v for k, v in terms.items()}, "F/total": loss.detach()}
 
     def _damsm_loss(self, branches: list[Tensor], text: CaptionFeatures) -> tuple[Tensor, dict[str, Tensor]]:
         """The DAMSM generator term (unweighted) in float32, the mean over the given branches' images
@@ -456,7 +500,7 @@ class Trainer:
     def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Everything needed to resume, as tensors plus JSON-able metadata."""
         tensors: dict[str, Tensor] = {}
-        for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
+        for prefix, module in self._modules_by_prefix():
             tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
         optimizers = self._optimizers()
         groups = {}
@@ -582,7 +626,7 @@ class Trainer:
         tensors, meta = checkpoint.tensors, checkpoint.meta
         self.check_compatible(checkpoint)
         try:
-            for prefix, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)):
+            for prefix, module in self._modules_by_prefix():
                 module.load_state_dict(_section(tensors, prefix))
             for name, opt in self._optimizers().items():
                 state: dict[int, dict[str, Tensor]] = {}
@@ -596,8 +640,14 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this model: {str(exc).splitlines()[0]}") from None
 
+    def _modules_by_prefix(self) -> list[tuple[str, torch.nn.Module]]:
+        """The trained modules under their checkpoint prefixes (the feature D only when it is on)."""
+        modules: list[tuple[str, torch.nn.Module]] = [("G", self.G), ("G_ema", self.G_ema), ("D", self.discriminators)]
+        return modules + ([("F", self.critic)] if self.critic is not None else [])
+
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}}
+        critic = {"opt_F": self.opt_critic} if self.critic is not None else {}
+        return {"opt_G": self.opt_G, **{f"opt_D{i}": o for i, o in enumerate(self.opts_D)}, **critic}
 
     def _lr(self, name: str) -> float:
         """The config's rate for optimiser ``name`` at the current epoch: halved at every epoch that is a
