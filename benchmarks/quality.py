@@ -221,6 +221,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     elif latest_checkpoint(run_dir / "checkpoints") is not None:
         parser.error(f"{run_dir} already holds a run; choose another --name (or --extend it)")
     text_encoder = args.text_encoder or default_model() / "text_encoder"
+    if args.extend and args.text_encoder is None and (run_dir / "config.json").is_file():
+        # the row's own encoder: the resumed run must be conditioned on the embeddings it started with
+        recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["train"].get("text_encoder")
+        text_encoder = Path(recorded) if recorded else text_encoder
     if "r-precision" in metrics and not (text_encoder / "image_encoder.safetensors").is_file():
         parser.error(f"--metrics r-precision: {text_encoder} holds no DAMSM image encoder; give --text-encoder "
                      "a stackgan2 pretrain-text output")
