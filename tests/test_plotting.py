@@ -99,6 +99,9 @@ def test_terms_and_summary(tmp_path):
     assert terms["D0/total"].best == pytest.approx(3 + math.sin(best_step))
     assert terms["D0/total"].best_epoch == pytest.approx(best_step / 8)
     assert terms["G/total"].last == pytest.approx(8.4)
+    # the feature D's terms, when logged, follow the stage Ds' (train.feature_d_coef)
+    with_f = [{**r, "F/total": 1.0, "G/feature_d": 2.0} for r in records]
+    assert loss_terms(with_f)[3:4] == ["F/total"] and "G/feature_d" in loss_terms(with_f)
 
 
 @pytest.mark.parametrize("log_y", [False, True])
