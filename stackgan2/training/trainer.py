@@ -9,7 +9,9 @@ discriminators' parameters need no gradient there) plus KL and colour consistenc
 update. Losses come from ``stackgan2.losses``; the loop reports through ``progress_fn``. With
 ``train.damsm_coef > 0`` the G loss adds AttnGAN's DAMSM term on the last branch, scored by the frozen
 pretrained DAMSM encoders (``attach_text_encoder``), which also turn each batch's captions into word
-features.
+features. With ``train.feature_d_coef > 0`` a further discriminator (``FeatureCritic``, a trainable head
+on the frozen DAMSM image encoder's region features) is updated after the stage discriminators on the
+last branch's real, wrong and fake images, and its generator term joins the G loss.
 
 StackGAN v1 runs the same iteration with its own D passes and loss weights (``stackgan2.stackgan1``:
 wrong pairs from the real batch shifted by one, D's condition detached in the G step too) on its one
@@ -25,8 +27,8 @@ loss is the adversarial sum over branches plus KL and the DAMSM term.
 
 Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
 randomness from (seed, epoch, index), (b) the epoch's permutation, derived from (seed, epoch), and
-(c) the trainer's own noise generator and, with ``train.damsm_swap_negatives``, its CPU generator of
-colour swaps, whose states are checkpointed. Resuming at (epoch, batch) thus
+(c) the trainer's own noise generator and, with ``train.damsm_swap_negatives`` or ``train.damsm_augment``,
+its CPU generator of colour swaps and random views, whose states are checkpointed. Resuming at (epoch, batch) thus
 replays the same stream, bit for bit on the CPU.
 """
 
