@@ -82,6 +82,8 @@ def train(
         "(AttnGAN) or all (their mean; keeps the small branches' colours when the tree grows).")] = None,
     ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
         "pushes images of one caption with different noise apart (0 = off, official).")] = None,
+    ca_noise: Annotated[float | None, Opt("--ca-noise", help="Scale of the conditioning-augmentation noise in "
+        "training and sampling (1 = official; 0 = G sees the CA mean).")] = None,
     hard_wrong: Annotated[float | None, Opt("--hard-wrong", help="Share of wrong images with the caption's body "
         "colour and another wing colour (toy-birds; 0 = official uniform draw).")] = None,
     seed: Seed = None,
@@ -132,6 +134,7 @@ def train(
         "model.d_projection": d_projection,
         "model.d_norm": d_norm,
         "model.g_text_fusion": g_text_fusion,
+        "model.ca_noise": ca_noise,
         "train.gan_loss": gan_loss,
         "train.ma_gp_coef": ma_gp,
         "train.ma_gp_power": ma_gp_power,

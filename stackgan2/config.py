@@ -61,6 +61,11 @@ class ModelConfig(_Frozen):
         False, description="DF-GAN deep text fusion: a text-predicted per-channel scale and shift after every G "
         "up-block, initialised as the identity (Tao et al. CVPR 2022, tobran/DF-GAN code/models/GAN.py Affine)",
     )
+    ca_noise: float = Field(
+        1.0, ge=0, le=1, description="scale of the conditioning-augmentation noise: c = mu + ca_noise * sigma * eps, "
+        "in training and sampling alike (1 = official StackGAN; 0 = c is the CA mean, as in text GANs without CA "
+        "such as DF-GAN). The noise can drown a secondary attribute: benchmarks/condition_probe.py",
+    )
 
     @field_validator("base_size")
     @classmethod
@@ -298,6 +303,9 @@ class ExperimentConfig(_Frozen):
                              f"{self.model.arch}")
         if self.train.ms_coef > 0 and self.train.batch_size < 2:
             raise ValueError("train.ms_coef (--ms-coef) pairs images of the same caption: it needs batch_size >= 2")
+        if self.model.ca_noise != 1 and self.model.arch != "stackgan2":
+            raise ValueError(f"model.ca_noise (--ca-noise) is built into the StackGAN++ generator only, not arch "
+                             f"{self.model.arch}")
         if self.train.hard_wrong > 0 and self.model.arch != "stackgan2":
             raise ValueError(f"train.hard_wrong (--hard-wrong) chooses the dataset's wrong images, which arch "
                              f"{self.model.arch} does not use (its mismatched pairs come from the batch)")

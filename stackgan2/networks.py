@@ -82,9 +82,10 @@ class ConditioningAugmentation(nn.Module):
     mu >= 0 and logvar >= 0 (StackGAN v1 PyTorch ``CA_NET``, kept as official).
     """
 
-    def __init__(self, text_dim: int, c_dim: int, activation: Activation = "glu") -> None:
+    def __init__(self, text_dim: int, c_dim: int, activation: Activation = "glu", noise: float = 1.0) -> None:
         super().__init__()
         self.c_dim = c_dim
+        self.noise = noise  # model.ca_noise: 1 = official
         self.fc = nn.Linear(text_dim, c_dim * (4 if activation == "glu" else 2), bias=True)
         self.activation = activation_layer(activation)
 
@@ -93,7 +94,7 @@ class ConditioningAugmentation(nn.Module):
         mu, logvar = x[:, : self.c_dim], x[:, self.c_dim :]
         std = torch.exp(0.5 * logvar)
         eps = torch.randn_like(std) if eps is None else eps
-        return mu + std * eps, mu, logvar
+        return mu + std * (eps if self.noise == 1 else self.noise * eps), mu, logvar
 
 
 class TextAffine(nn.Module):
@@ -247,7 +248,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim)
+        self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim, noise=cfg.ca_noise)
         num_upsamples = int(math.log2(cfg.base_size // 4))
         fusion_dim = cfg.c_dim if cfg.g_text_fusion else None
         self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, c_dim=fusion_dim)

@@ -8,6 +8,7 @@ from stackgan2.networks import (
     StageDiscriminator,
     broadcast_conv3x3,
     build_discriminators,
+    build_generator,
     count_parameters,
     init_weights,
 )
@@ -218,3 +219,21 @@ def test_each_lever_trains_every_parameter(lever):
             assert p.grad is None or p.grad.abs().sum() == 0, name
             continue
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_ca_noise_scales_the_conditioning_noise():
+    from stackgan2.errors import ConfigError
+
+    base = resolve_config("tiny")
+    assert base.model.ca_noise == 1.0 and resolve_config("birds").model.ca_noise == 1.0  # official
+    embedding, eps = torch.randn(3, base.model.text_dim), torch.randn(3, base.model.eps_dim)
+    codes = {}
+    for noise in (1.0, 0.5, 0.0):
+        torch.manual_seed(0)
+        G = build_generator(base.model.model_copy(update={"ca_noise": noise}))
+        codes[noise] = G.ca(embedding, eps)
+    (c1, mu, logvar), (c_half, *_), (c0, *_) = codes[1.0], codes[0.5], codes[0.0]
+    assert torch.allclose(c1, mu + torch.exp(0.5 * logvar) * eps)
+    assert torch.allclose(c_half, mu + 0.5 * torch.exp(0.5 * logvar) * eps) and torch.equal(c0, mu)
+    with pytest.raises(ConfigError, match="ca_noise"):
+        resolve_config("attngan-toy", overrides={"model.ca_noise": 0.0})
