@@ -11,7 +11,7 @@ and reports its accuracy on ``--test`` other captions, for three inputs of the m
 
 - ``sentence``: the text encoder's sentence embedding (what the CA network reads);
 - ``mu``: the CA mean;
-- ``c``: the CA sample as training draws it (one eps per caption).
+- ``c``: the CA sample as training draws it (one eps per caption, scaled by ``model.ca_noise``).
 
 Chance is 10 %. A colour that ``mu`` carries and ``c`` does not is lost to the CA noise. Prints one
 JSON line per model, with the mean sigma and mean |mu| of the test captions.
@@ -54,7 +54,7 @@ def codes_of(pipe: Text2ImagePipeline, texts: list[str], generator: torch.Genera
     ca = pipe.generator.ca
     _, mu, logvar = ca(sentence)
     std = torch.exp(0.5 * logvar)
-    c = mu + std * torch.randn(std.shape, generator=generator)
+    c = mu + ca.noise * std * torch.randn(std.shape, generator=generator)  # model.ca_noise
     return {"sentence": sentence.numpy(), "mu": mu.numpy(), "c": c.numpy(), "std": std.numpy()}
 
 
