@@ -29,6 +29,13 @@ def _seed_word(seed: int) -> int:
     return seed & 0xFFFF_FFFF_FFFF_FFFF  # SeedSequence wants non-negative entropy; keeps seeds >= 0 unchanged
 
 
+def _outside_block(rng: np.random.Generator, others: int, block_start: int, block_count: int) -> int:
+    """A uniform position in a sorted range of ``others + block_count`` items, skipping the block
+    [block_start, block_start + block_count): one draw, no rejection."""
+    pick = int(rng.integers(others))
+    return pick + int(block_count) if pick >= block_start else pick
+
+
 class CaptionedImageDataset(Dataset):
     """Images with captions, prepared exactly like the official StackGAN-v2 ``TextDataset``.
 
@@ -129,10 +136,7 @@ class CaptionedImageDataset(Dataset):
                 return index
             pick = int(rng.integers(total - 1))
             return pick + (pick >= index)
-        pick = int(rng.integers(others))
-        if pick >= self._class_start[own]:
-            pick += int(self._class_count[own])
-        return int(self._by_class[pick])
+        return int(self._by_class[_outside_block(rng, others, self._class_start[own], self._class_count[own])])
 
     def _same_body_wrong_index(self, index: int, rng: np.random.Generator) -> int:
         """A uniformly random image with the body colour of ``index`` and another wing colour (any other
@@ -142,10 +146,9 @@ class CaptionedImageDataset(Dataset):
         others = self._body_count[body] - self._pair_count[key]
         if others == 0:
             return self._wrong_index(index, rng)
-        pick = int(rng.integers(others))
-        if pick >= self._pair_start[key] - self._body_start[body]:
-            pick += int(self._pair_count[key])
-        return int(self._pair_order[self._body_start[body] + pick])
+        start = self._body_start[body]
+        pick = _outside_block(rng, others, self._pair_start[key] - start, self._pair_count[key])
+        return int(self._pair_order[start + pick])
 
     def _stage_images(self, index: int, rng: np.random.Generator) -> list[torch.Tensor]:
         largest = self.image_sizes[-1]
