@@ -101,7 +101,7 @@ def sample(
         conditioning = {"prompts": texts}
     check_output_dir(out)
     pipe = _load(model, device)
-    if attention and not pipe.attends_to_words:
+    if attention and not pipe.has_attention_strips:
         raise UsageError(f"--attention needs an AttnGAN model (model.arch attngan); {model or 'the shipped model'} "
                          f"is {pipe.config.model.arch}")
     if attention and grid:

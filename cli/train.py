@@ -63,6 +63,10 @@ def train(
         "(spectral norm, no batch norm; Miyato et al. 2018).")] = None,
     g_text_fusion: Annotated[bool | None, Opt("--g-text-fusion/--no-g-text-fusion", help="DF-GAN deep text fusion: "
         "text-predicted per-channel scale/shift after every G up-block, starting as identity (Tao et al. 2022). Default off.")] = None,
+    g_word_attention: Annotated[bool | None, Opt("--g-word-attention/--no-g-word-attention", help="Word attention in "
+        "G: each pixel of the last two 64 px-stage blocks and of every refine stage attends over the caption's words "
+        "and its word context predicts a per-pixel scale/shift, starting as identity (AttnGAN attention, SSA-GAN-style "
+        "spatial affine). Default off.")] = None,
     gan_loss: Annotated[str | None, Opt("--gan-loss", help="Adversarial loss: bce (official) or hinge (DF-GAN, BigGAN).")] = None,
     ma_gp: Annotated[float | None, Opt("--ma-gp", help="Matching-aware gradient penalty weight k on real matching pairs "
         "(DF-GAN: 2; 0 = off, official); needs --d-norm spectral.")] = None,
@@ -134,6 +138,7 @@ def train(
         "model.d_projection": d_projection,
         "model.d_norm": d_norm,
         "model.g_text_fusion": g_text_fusion,
+        "model.g_word_attention": g_word_attention,
         "model.ca_noise": ca_noise,
         "train.gan_loss": gan_loss,
         "train.ma_gp_coef": ma_gp,

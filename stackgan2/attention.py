@@ -21,50 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from stackgan2.config import ModelConfig
-from stackgan2.networks import ConditioningAugmentation, InitStage, ResBlock, ToImage, glu_block
+from stackgan2.networks import ConditioningAugmentation, InitStage, ResBlock, ToImage, WordAttention, glu_block
 
-
-class WordAttention(nn.Module):
-    """Each pixel attends over the words of its caption (official GlobalAttentionGeneral).
-
-    Word features (B, D, T) are projected into the image-feature space by a 1x1 convolution without
-    bias; logits are plain dot products of pixel and projected word; the softmax runs over the words
-    of each pixel, with masked words (padding, unknown words) at -inf. Returns the context
-    (B, C, H, W) and the attention maps (B, T, H, W).
-
-    ``official_mask_order``: reproduce the official mask misalignment. There the (B*HW, T) logits
-    are ordered batch-major but the mask is ``mask.repeat(HW, 1)``, whose row r belongs to caption
-    r % B, so at batch > 1 most pixels use another caption's padding mask (attention leaks onto
-    padding or skips real words). The released AttnGAN models were trained that way.
-    """
-
-    def __init__(self, channels: int, word_dim: int, official_mask_order: bool = False) -> None:
-        super().__init__()
-        self.project = nn.Conv2d(word_dim, channels, kernel_size=1, bias=False)
-        self.official_mask_order = official_mask_order
-
-    def forward(self, hidden: Tensor, words: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch, channels, height, width = hidden.shape
-        length = words.shape[2]
-        assert words.shape[0] == batch, f"words: expected a batch of {batch}, got {tuple(words.shape)}"
-        source = self.project(words.unsqueeze(3)).squeeze(3)                # (B, C, T)
-        logits = torch.bmm(hidden.reshape(batch, channels, -1).transpose(1, 2), source)  # (B, HW, T)
-        if mask is not None:
-            assert mask.shape == (batch, length), f"mask: expected ({batch}, {length}), got {tuple(mask.shape)}"
-            # A caption with no word to attend to (only unknown words) gets a zero context, not NaN.
-            empty = mask.all(dim=1)
-            mask = mask & ~empty[:, None]
-            if self.official_mask_order:
-                pixel_mask = mask.repeat(height * width, 1).view(batch, height * width, length)
-            else:
-                pixel_mask = mask[:, None, :].expand(-1, height * width, -1)
-            logits = logits.masked_fill(pixel_mask, float("-inf"))
-        attention = torch.softmax(logits, dim=2)                             # over the words of each pixel
-        if mask is not None:
-            attention = attention * (~empty).to(attention.dtype)[:, None, None]
-        context = torch.bmm(source, attention.transpose(1, 2))               # (B, C, HW)
-        maps = attention.transpose(1, 2).reshape(batch, length, height, width)
-        return context.view(batch, channels, height, width), maps
+__all__ = ["AttentionRefineStage", "AttnGANGenerator", "WordAttention"]
 
 
 class AttentionRefineStage(nn.Module):

@@ -61,6 +61,12 @@ class ModelConfig(_Frozen):
         False, description="DF-GAN deep text fusion: a text-predicted per-channel scale and shift after every G "
         "up-block, initialised as the identity (Tao et al. CVPR 2022, tobran/DF-GAN code/models/GAN.py Affine)",
     )
+    g_word_attention: bool = Field(
+        False, description="word attention in the generator: each pixel of the last two init-stage blocks and of every "
+        "refine stage attends over the caption's words (AttnGAN GlobalAttentionGeneral) and its word context "
+        "predicts a per-pixel scale and shift, starting as the identity (spatial DF-GAN affine, as SSA-GAN, "
+        "Liao et al. CVPR 2022); needs train.embeddings damsm",
+    )
     ca_noise: float = Field(
         1.0, ge=0, le=1, description="scale of the conditioning-augmentation noise: c = mu + ca_noise * sigma * eps, "
         "in training and sampling alike (1 = official StackGAN; 0 = c is the CA mean, as in text GANs without CA "
@@ -76,9 +82,10 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _channels_divide(self) -> ModelConfig:
-        if self.g_text_fusion and self.arch != "stackgan2":
-            raise ValueError(f"model.g_text_fusion (--g-text-fusion) is built into the StackGAN++ generator only, "
-                             f"not arch {self.arch}")
+        for name, flag in (("g_text_fusion", "--g-text-fusion"), ("g_word_attention", "--g-word-attention")):
+            if getattr(self, name) and self.arch != "stackgan2":
+                raise ValueError(f"model.{name} ({flag}) is built into the StackGAN++ generator only, not arch "
+                                 f"{self.arch}")
         if self.arch == "stackgan1":
             if self.stage_num != 1:
                 raise ValueError(
@@ -106,6 +113,12 @@ class ModelConfig(_Frozen):
         if self.arch == "stackgan1":
             return [self.base_size * 4**i for i in range(self.v1_stage)]
         return [self.base_size * 2**i for i in range(self.stage_num)]
+
+    @property
+    def attends_to_words(self) -> bool:
+        """Whether the generator takes the caption's word features (AttnGAN, or StackGAN++ with
+        ``g_word_attention``)."""
+        return self.arch == "attngan" or self.g_word_attention
 
     @property
     def condition_dim(self) -> int:
@@ -320,6 +333,9 @@ class ExperimentConfig(_Frozen):
         if self.model.arch == "attngan" and self.train.embeddings != "damsm":
             raise ValueError("model.arch attngan attends to the words of our own text encoder: train.embeddings "
                              f"must be damsm, got {self.train.embeddings}")
+        if self.model.g_word_attention and self.train.embeddings != "damsm":
+            raise ValueError("model.g_word_attention (--g-word-attention) attends to the words of our own text "
+                             f"encoder: train.embeddings must be damsm, got {self.train.embeddings}")
         if self.train.stage1 is not None and (self.model.arch != "stackgan1" or self.model.v1_stage != 2):
             raise ValueError("train.stage1 (--stage1) is the Stage-I run of a StackGAN v1 Stage-II run "
                              "(arch stackgan1, --v1-stage 2)")

@@ -122,16 +122,92 @@ class TextAffine(nn.Module):
         return self.gamma(c_code)[:, :, None, None] * x + self.beta(c_code)[:, :, None, None]
 
 
+class WordAttention(nn.Module):
+    """Each pixel attends over the words of its caption (official GlobalAttentionGeneral).
+
+    Word features (B, D, T) are projected into the image-feature space by a 1x1 convolution without
+    bias; logits are plain dot products of pixel and projected word; the softmax runs over the words
+    of each pixel, with masked words (padding, unknown words) at -inf. Returns the context
+    (B, C, H, W) and the attention maps (B, T, H, W).
+
+    ``official_mask_order``: reproduce the official mask misalignment. There the (B*HW, T) logits
+    are ordered batch-major but the mask is ``mask.repeat(HW, 1)``, whose row r belongs to caption
+    r % B, so at batch > 1 most pixels use another caption's padding mask (attention leaks onto
+    padding or skips real words). The released AttnGAN models were trained that way.
+    """
+
+    def __init__(self, channels: int, word_dim: int, official_mask_order: bool = False) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(word_dim, channels, kernel_size=1, bias=False)
+        self.official_mask_order = official_mask_order
+
+    def forward(self, hidden: Tensor, words: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch, channels, height, width = hidden.shape
+        length = words.shape[2]
+        assert words.shape[0] == batch, f"words: expected a batch of {batch}, got {tuple(words.shape)}"
+        source = self.project(words.unsqueeze(3)).squeeze(3)                # (B, C, T)
+        logits = torch.bmm(hidden.reshape(batch, channels, -1).transpose(1, 2), source)  # (B, HW, T)
+        if mask is not None:
+            assert mask.shape == (batch, length), f"mask: expected ({batch}, {length}), got {tuple(mask.shape)}"
+            # A caption with no word to attend to (only unknown words) gets a zero context, not NaN.
+            empty = mask.all(dim=1)
+            mask = mask & ~empty[:, None]
+            if self.official_mask_order:
+                pixel_mask = mask.repeat(height * width, 1).view(batch, height * width, length)
+            else:
+                pixel_mask = mask[:, None, :].expand(-1, height * width, -1)
+            logits = logits.masked_fill(pixel_mask, float("-inf"))
+        attention = torch.softmax(logits, dim=2)                             # over the words of each pixel
+        if mask is not None:
+            attention = attention * (~empty).to(attention.dtype)[:, None, None]
+        context = torch.bmm(source, attention.transpose(1, 2))               # (B, C, HW)
+        maps = attention.transpose(1, 2).reshape(batch, length, height, width)
+        return context.view(batch, channels, height, width), maps
+
+
+class WordAffine(nn.Module):
+    """A per-pixel text affine driven by word attention: ``gamma(ctx) * x + beta(ctx)``.
+
+    Each pixel of ``x`` attends over the caption's words (``WordAttention``, AttnGAN's
+    GlobalAttentionGeneral); its word context ``ctx`` predicts a scale and shift for that pixel
+    through 1x1 convolutions, the spatial form of DF-GAN's per-channel ``TextAffine`` (a
+    SPADE-style modulation, Park et al. CVPR 2019, with AttnGAN's word context as the layout, as in
+    SSA-GAN, Liao et al. CVPR 2022). The convolutions start at weight 0 and bias 1 / 0, so the block
+    starts as the identity. Returns the modulated map and the (B, T, H, W) attention maps.
+    """
+
+    def __init__(self, channels: int, word_dim: int) -> None:
+        super().__init__()
+        self.attention = WordAttention(channels, word_dim)
+        self.gamma = nn.Conv2d(channels, channels, kernel_size=1)
+        self.beta = nn.Conv2d(channels, channels, kernel_size=1)
+        self.reset_identity()
+
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        for head, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
+            head.weight.zero_()
+            head.bias.fill_(bias)
+
+    def forward(self, x: Tensor, words: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        context, maps = self.attention(x, words, mask)
+        return self.gamma(context) * x + self.beta(context), maps
+
+
 class InitStage(nn.Module):
     """code -> Linear -> BN1d -> activation -> 4x4 x channels, then up-blocks halving the width.
 
     Official INIT_STAGE_G: GLU, 4 up-blocks, 4x4 x 16*ngf -> 64x64 x ngf. StackGAN v1 STAGE1_G: the
     same with ReLU, 4x4 x 8*GF_DIM -> 64x64 x GF_DIM/2. With ``c_dim`` (deep text fusion) a
-    ``TextAffine`` follows every up-block.
+    ``TextAffine`` follows every up-block; with ``word_dim`` (word attention) a ``WordAffine`` follows
+    each of the last ``WORD_BLOCKS`` up-blocks (32 and 64 px at base 64).
     """
 
+    WORD_BLOCKS = 2
+
     def __init__(
-        self, in_dim: int, channels: int, num_upsamples: int = 4, activation: Activation = "glu", c_dim: int | None = None
+        self, in_dim: int, channels: int, num_upsamples: int = 4, activation: Activation = "glu",
+        c_dim: int | None = None, word_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -143,13 +219,29 @@ class InitStage(nn.Module):
         self.fusion = (
             nn.ModuleList(TextAffine(c_dim, channels // 2 ** (i + 1)) for i in range(num_upsamples)) if c_dim else None
         )
+        first_word_block = max(0, num_upsamples - self.WORD_BLOCKS)
+        self.word_fusion = (
+            nn.ModuleDict({str(i): WordAffine(channels // 2 ** (i + 1), word_dim)
+                           for i in range(first_word_block, num_upsamples)}) if word_dim else None
+        )
 
-    def forward(self, code: Tensor, c_code: Tensor | None = None) -> Tensor:
+    def forward(
+        self, code: Tensor, c_code: Tensor | None = None, words: Tensor | None = None, mask: Tensor | None = None,
+        attention: list[Tensor] | None = None,
+    ) -> Tensor:
+        """The base-resolution hidden map. With word fusion, ``words`` (B, D, T) and ``mask`` (B, T) feed
+        it and each block's attention maps are appended to ``attention`` when a list is given."""
         hidden = self.fc(code).view(-1, self.channels, 4, 4)
-        if self.fusion is None:
+        if self.fusion is None and self.word_fusion is None:
             return self.upsample(hidden)
-        for block, fuse in zip(self.upsample, self.fusion, strict=True):
-            hidden = fuse(block(hidden), c_code)
+        for i, block in enumerate(self.upsample):
+            hidden = block(hidden)
+            if self.fusion is not None:
+                hidden = self.fusion[i](hidden, c_code)
+            if self.word_fusion is not None and str(i) in self.word_fusion:
+                hidden, maps = self.word_fusion[str(i)](hidden, words, mask)
+                if attention is not None:
+                    attention.append(maps)
         return hidden
 
 
@@ -196,6 +288,7 @@ class RefineStage(nn.Module):
         condition_first: bool = True,
         num_upsamples: int = 1,
         text_fusion: bool = False,
+        word_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.c_dim, self.condition_first = c_dim, condition_first
@@ -206,8 +299,12 @@ class RefineStage(nn.Module):
         # One up-block keeps the official NEXT_STAGE_G state-dict keys (upsample.1 is its conv).
         self.upsample = ups[0] if num_upsamples == 1 else nn.Sequential(*ups)
         self.fusion = TextAffine(c_dim, channels // 2**num_upsamples) if text_fusion else None
+        self.word_fusion = WordAffine(channels // 2**num_upsamples, word_dim) if word_dim else None
 
-    def forward(self, hidden: Tensor, c_code: Tensor) -> Tensor:
+    def forward(
+        self, hidden: Tensor, c_code: Tensor, words: Tensor | None = None, mask: Tensor | None = None,
+        attention: list[Tensor] | None = None,
+    ) -> Tensor:
         height, width = hidden.shape[-2:]
         if self.split_condition:
             conv, rest = self.joint[0], self.joint[1:]
@@ -221,7 +318,13 @@ class RefineStage(nn.Module):
             parts = [condition, hidden] if self.condition_first else [hidden, condition]
             out = self.joint(torch.cat(parts, dim=1))
         out = self.upsample(self.residual(out))
-        return out if self.fusion is None else self.fusion(out, c_code)
+        if self.fusion is not None:
+            out = self.fusion(out, c_code)
+        if self.word_fusion is not None:
+            out, maps = self.word_fusion(out, words, mask)
+            if attention is not None:
+                attention.append(maps)
+        return out
 
 
 class ToImage(nn.Module):
@@ -243,6 +346,7 @@ class Generator(nn.Module):
     uses one residual block, as the official G_NET does "mainly limited by GPU memory".
     For another ``base_size`` the InitStage has log2(base_size / 4) up-blocks and starts at
     ngf * base_size / 4 channels, so it still ends at ngf (16*ngf and 4 up-blocks at 64 px).
+    With ``g_word_attention`` the stages also take the caption's word features (``WordAffine``).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -251,10 +355,13 @@ class Generator(nn.Module):
         self.ca = ConditioningAugmentation(cfg.text_dim, cfg.c_dim, noise=cfg.ca_noise)
         num_upsamples = int(math.log2(cfg.base_size // 4))
         fusion_dim = cfg.c_dim if cfg.g_text_fusion else None
-        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, c_dim=fusion_dim)
+        word_dim = cfg.text_dim if cfg.g_word_attention else None
+        self.init_stage = InitStage(cfg.z_dim + cfg.c_dim, cfg.ngf * 2**num_upsamples, num_upsamples, c_dim=fusion_dim,
+                                    word_dim=word_dim)
         widths = [cfg.ngf // 2**i for i in range(cfg.stage_num)]
         self.refine_stages = nn.ModuleList(
-            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1), text_fusion=cfg.g_text_fusion)
+            RefineStage(widths[i - 1], cfg.c_dim, cfg.r_num if i < 3 else min(cfg.r_num, 1),
+                        text_fusion=cfg.g_text_fusion, word_dim=word_dim)
             for i in range(1, cfg.stage_num)
         )
         self.to_images = nn.ModuleList(ToImage(width) for width in widths)
@@ -266,19 +373,37 @@ class Generator(nn.Module):
         return self
 
     def forward(
-        self, z: Tensor, sentence_embedding: Tensor, eps: Tensor | None = None
-    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        self,
+        z: Tensor,
+        sentence_embedding: Tensor,
+        eps: Tensor | None = None,
+        words: Tensor | None = None,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[list[Tensor], Tensor, Tensor] | tuple[list[Tensor], Tensor, Tensor, list[Tensor]]:
+        """Images of every branch, mu, logvar. With ``g_word_attention`` it needs ``words`` (B, text_dim, T)
+        and ``mask`` (B, T), True at words to ignore, and ``return_attention`` adds the (B, T, H, W)
+        attention maps of every word-fusion block, lowest resolution first."""
         batch = z.shape[0]
         assert z.shape == (batch, self.cfg.z_dim), f"z: expected (B, {self.cfg.z_dim}), got {tuple(z.shape)}"
         assert sentence_embedding.shape == (batch, self.cfg.text_dim), (
             f"sentence_embedding: expected ({batch}, {self.cfg.text_dim}), got {tuple(sentence_embedding.shape)}"
         )
+        if self.cfg.g_word_attention:
+            if words is None:
+                raise ValueError("this generator attends to words (model.g_word_attention): pass words=...")
+            assert words.shape[:2] == (batch, self.cfg.text_dim), (
+                f"words: expected ({batch}, {self.cfg.text_dim}, T), got {tuple(words.shape)}"
+            )
+        maps: list[Tensor] = []
         c_code, mu, logvar = self.ca(sentence_embedding, eps)
-        hidden = self.init_stage(torch.cat([c_code, z], dim=1), c_code)
+        hidden = self.init_stage(torch.cat([c_code, z], dim=1), c_code, words, mask, maps)
         images = [self.to_images[0](hidden)]
         for refine, to_image in zip(self.refine_stages, self.to_images[1:], strict=True):
-            hidden = refine(hidden, c_code)
+            hidden = refine(hidden, c_code, words, mask, maps)
             images.append(to_image(hidden))
+        if return_attention:
+            return images, mu, logvar, maps
         return images, mu, logvar
 
 

@@ -444,7 +444,8 @@ class Text2ImagePipeline:
         if (prompts is None) == (embeddings is None):
             raise UsageError("give either prompts or embeddings (not both)")
         if embeddings is not None and self.attends_to_words:
-            raise UsageError("an AttnGAN model attends to the words of a prompt: give prompts, not sentence embeddings")
+            raise UsageError("this model attends to the words of a prompt (AttnGAN, --g-word-attention): give prompts, "
+                             "not sentence embeddings")
         if embeddings is not None:
             encoded = self.encode(embeddings=embeddings)
             prompts = list(labels) if labels is not None else [f"embedding {i}" for i in range(len(encoded.unknown))]
@@ -475,9 +476,15 @@ class Text2ImagePipeline:
         )
 
     @property
-    def attends_to_words(self) -> bool:
-        """Whether the generator is AttnGAN's (it takes word features and returns attention maps)."""
+    def has_attention_strips(self) -> bool:
+        """Whether the generator returns one word-attention map per refine stage (AttnGAN), which
+        ``PipelineOutput.attention_strips`` draws."""
         return self.config.model.arch == "attngan"
+
+    @property
+    def attends_to_words(self) -> bool:
+        """Whether the generator takes word features (AttnGAN, StackGAN++ with ``g_word_attention``)."""
+        return self.config.model.attends_to_words
 
     def word_inputs(self, encoded: EncodedPrompts, rows: slice | torch.Tensor = slice(None)) -> dict[str, torch.Tensor]:
         """AttnGAN: the word features and mask of some encoded prompts, always padded to ``text.max_words``
@@ -583,8 +590,8 @@ class Text2ImagePipeline:
         words: dict[str, torch.Tensor] | None = None,
     ) -> tuple[list[list[Image.Image]], list[list[torch.Tensor]] | None]:
         """Run G_ema in batches of at least ``MIN_FORWARD_ROWS`` rows; returns PIL images per branch and,
-        given ``words`` (AttnGAN's word features and mask, one row per image), the attention maps per
-        refine stage and image."""
+        given ``words`` (the word features and mask, one row per image) of an AttnGAN model, the
+        attention maps per refine stage and image."""
         _check_range("batch_size", batch_size, 1, 4096)
         branches: list[list[Image.Image]] = [[] for _ in self.config.model.resolutions]
         attention: list[list[torch.Tensor]] | None = None
@@ -593,10 +600,10 @@ class Text2ImagePipeline:
             rows = z[part].shape[0]
             pad = torch.full((max(0, MIN_FORWARD_ROWS - rows),), rows - 1, dtype=torch.long)
             padded = [torch.cat([x[part], x[part][pad]]).to(self.device) for x in (z, embeddings, eps)]
-            if words is None:
-                images, _, _ = self.generator(*padded)
+            extra = {k: torch.cat([v[part], v[part][pad.to(v.device)]]) for k, v in (words or {}).items()}
+            if not (extra and self.has_attention_strips):
+                images, _, _ = self.generator(*padded, **extra)
             else:
-                extra = {k: torch.cat([v[part], v[part][pad.to(v.device)]]) for k, v in words.items()}
                 images, _, _, maps = self.generator(*padded, **extra, return_attention=True)
                 attention = attention or [[] for _ in maps]
                 for out, stage in zip(attention, maps, strict=True):

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from stackgan2.cli.main import app
-from stackgan2.errors import PromptError
+from stackgan2.errors import PromptError, UsageError
 
 TINY = ["--preset", "tiny", "--device", "cpu"]
 V1_TOY = ["--preset", "v1-toy", "--device", "cpu"]
@@ -403,6 +403,34 @@ def test_lever_flags_reach_the_config(runner, tmp_path):
                                          "damsm_swap_negatives")} == {
         "gan_loss": "hinge", "ma_gp_coef": 2.0, "ma_gp_power": 6.0, "beta1": 0.0, "beta2": 0.9, "stacked_d_passes": True,
         "damsm_swap_negatives": 4}
+
+
+def test_word_attention_trains_samples_and_evaluates(runner, tmp_path, text_encoder):
+    """--g-word-attention: the StackGAN++ tree gets the captions' words in training, sampling (CLI,
+    pipeline) and evaluation; it has no AttnGAN attention strips."""
+    from stackgan2.metrics.evaluate import generate_final_images
+    from stackgan2.pipeline import Text2ImagePipeline
+
+    run = tmp_path / "words"
+    result = _train(runner, "--run-dir", str(run), "--g-word-attention", "--max-steps", "2",
+                    "--text-encoder", str(text_encoder))
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["model"]["g_word_attention"] is True
+    assert any(".word_fusion." in key for key in _latest_tensors(run))
+    sample = ["--quiet", "sample", "a red bird with blue wings", "--model", str(run), "--seed", "1", "--out"]
+    result = runner.invoke(app, [*sample, str(tmp_path / "out")])
+    assert result.exit_code == 0 and len(list((tmp_path / "out").iterdir())) == 1, result.output
+    refused = runner.invoke(app, [*sample, str(tmp_path / "no"), "--attention"])
+    assert refused.exit_code == 2 and "--attention needs an AttnGAN model" in refused.output
+    pipe = Text2ImagePipeline.from_pretrained(run)
+    out = pipe(["a red bird with blue wings", "a bird"], num_images_per_prompt=2, seed=3)
+    assert out.attention is None and len(out.images) == 4
+    alone = pipe(["a bird"], seed=4)  # padding to text.max_words: batching does not change an image
+    assert np.array_equal(np.asarray(alone.images[0]), np.asarray(out.images[3]))
+    images, _ = generate_final_images(pipe, ["a red bird with blue wings", "a bird"], [3, 4])
+    assert np.array_equal(images[1], np.asarray(out.images[3]))
+    with pytest.raises(UsageError, match="attends to the words"):
+        pipe(embeddings=torch.zeros(1, pipe.config.model.text_dim))
 
 
 def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):

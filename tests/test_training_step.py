@@ -54,8 +54,9 @@ ALL_LEVERS = {"model.d_projection": True, "model.d_norm": "spectral", "model.g_t
               "train.gan_loss": "hinge", "train.ma_gp_coef": 2.0}
 
 
-@pytest.mark.parametrize(("arch", "levers"), [("stackgan2", {}), ("stackgan2", ALL_LEVERS), ("attngan", {})],
-                         ids=["official", "levers", "attngan"])
+@pytest.mark.parametrize(("arch", "levers"), [("stackgan2", {}), ("stackgan2", ALL_LEVERS),
+                                               ("stackgan2", {"model.g_word_attention": True}), ("attngan", {})],
+                         ids=["official", "levers", "word-attention", "attngan"])
 def test_each_network_gets_gradient_once_per_step(tmp_path, arch, levers):
     cfg = _family(resolve_config("tiny", overrides={"train.device": "cpu", "train.color_coef": 1.0, **levers}), arch)
     trainer = Trainer(cfg, tmp_path)
@@ -72,9 +73,11 @@ def test_each_network_gets_gradient_once_per_step(tmp_path, arch, levers):
         assert counts[(owner, name)] == 1, (owner, name)
         if ".fusion." in name and (".gamma.0." in name or ".beta.0." in name):
             continue  # identity start: no gradient into the first Linear of a text-fusion head yet
+        if ".word_fusion.attention." in name:
+            continue  # identity start: the word context reaches the image through zero-initialised convs
         assert p.grad is not None and p.grad.abs().sum() > 0, (owner, name)
     stage_keys = {f"D{i}/{t}" for i in range(3) for t in ("real", "wrong", "fake", "total")}
-    if levers:  # the gradient penalty is logged per stage, and is positive on random images
+    if "train.ma_gp_coef" in levers:  # the gradient penalty is logged per stage, and is positive on random images
         assert all(stats[f"D{i}/ma_gp"] > 0 for i in range(3))
     else:
         assert not any("ma_gp" in k for k in stats)

@@ -231,15 +231,16 @@ class Trainer:
     @property
     def needs_caption_features(self) -> bool:
         """Whether every step needs the DAMSM features of its captions (``attach_text_encoder``)."""
-        return self.cfg.train.damsm_coef > 0 or self.cfg.train.feature_d_coef > 0 or self.attngan
+        return self.cfg.train.damsm_coef > 0 or self.cfg.train.feature_d_coef > 0 or self.cfg.model.attends_to_words
 
     @property
     def attngan(self) -> bool:
         return self.cfg.model.arch == "attngan"
 
     def _generator_inputs(self, text: CaptionFeatures | None) -> dict[str, Tensor]:
-        """The extra inputs of the family's generator: AttnGAN's word features and attention mask."""
-        return {"words": text.words, "mask": text.mask} if self.attngan and text is not None else {}
+        """The extra inputs of a generator that attends to words (AttnGAN, ``g_word_attention``): the
+        caption's word features and attention mask."""
+        return {"words": text.words, "mask": text.mask} if self.cfg.model.attends_to_words and text is not None else {}
 
     def attach_text_encoder(self, encoder: Any) -> None:
         """The pretrained ``PromptEncoder`` whose frozen encoders give word features and the DAMSM loss."""
@@ -329,7 +330,8 @@ class Trainer:
                     text: CaptionFeatures | None) -> dict[str, Tensor]:
         t = self.cfg.train
         if self.needs_caption_features and (text is None or self.damsm is None):
-            raise TrainingError("train.damsm_coef > 0 or model.arch attngan: the step needs the captions' DAMSM "
+            raise TrainingError("train.damsm_coef > 0, a feature D or a generator that attends to words: the step "
+                                "needs the captions' DAMSM "
                                 "features and the attached text encoder (Trainer.attach_text_encoder)")
         batch = embedding.shape[0]
         # Mode seeking: `pairs` more images of the first captions with new noise, in the same G pass.
@@ -835,7 +837,7 @@ class Trainer:
         z = torch.randn(count, self.cfg.model.z_dim, device=self.device, generator=generator)
         eps = torch.zeros(count, self.cfg.model.eps_dim, device=self.device)
         text = None
-        if self.attngan:
+        if self.cfg.model.attends_to_words:
             text = self.damsm.captions(captions, torch.zeros(count, dtype=torch.long))
         images, _, _ = self.G_ema(z, embeddings.to(self.device).float(), eps, **self._generator_inputs(text))
         path = self.run.sample_grid(epoch)
