@@ -21,7 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from stackgan2.config import ModelConfig
-from stackgan2.networks import ConditioningAugmentation, InitStage, ResBlock, ToImage, WordAttention, glu_block
+from stackgan2.networks import (
+    ConditioningAugmentation,
+    InitStage,
+    ResBlock,
+    ToImage,
+    WordAttention,
+    glu_block,
+)
 
 __all__ = ["AttentionRefineStage", "AttnGANGenerator", "WordAttention"]
 
