@@ -562,14 +562,14 @@ class Text2ImagePipeline:
         """Row ``i``: sentence embedding ``embeddings[i]`` with the noise of seed ``seeds[i]`` -> PIL images per branch.
 
         The building block of ``stackgan2 serve``, which stacks the rows of several requests into one
-        forward; a row's images do not depend on the rows beside it. AttnGAN models also need each row's
-        ``words`` (``word_inputs``: features and mask, padded to ``text.max_words``).
+        forward; a row's images do not depend on the rows beside it. Models that attend to words (AttnGAN,
+        ``g_word_attention``) also need each row's ``words`` (``word_inputs``: features and mask, padded to ``text.max_words``).
         """
         if embeddings.shape[0] != len(seeds):
             raise ValueError(f"need one seed per embedding row, got {len(seeds)} seeds for {embeddings.shape[0]} rows")
         if self.attends_to_words and words is None:
-            raise UsageError("an AttnGAN model attends to the words of each prompt: give their word features "
-                             "(words=pipe.word_inputs(encoded))")
+            raise UsageError("this model attends to the words of each prompt (AttnGAN, --g-word-attention): give "
+                             "their word features (words=pipe.word_inputs(encoded))")
         z, eps = self._noise(seeds)
         return self._generate(embeddings, _truncate(z, truncation), eps, batch_size,
                               words if self.attends_to_words else None)[0]
