@@ -55,7 +55,7 @@ ALL_LEVERS = {"model.d_projection": True, "model.d_norm": "spectral", "model.g_t
 
 
 @pytest.mark.parametrize(("arch", "levers"), [("stackgan2", {}), ("stackgan2", ALL_LEVERS),
-                                               ("stackgan2", {"model.g_word_attention": True}), ("attngan", {})],
+                                               ("stackgan2", {"model.g_word_attention": True, "train.ms_coef": 1.0}), ("attngan", {})],
                          ids=["official", "levers", "word-attention", "attngan"])
 def test_each_network_gets_gradient_once_per_step(tmp_path, arch, levers):
     cfg = _family(resolve_config("tiny", overrides={"train.device": "cpu", "train.color_coef": 1.0, **levers}), arch)

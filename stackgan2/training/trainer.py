@@ -340,7 +340,8 @@ class Trainer:
         eps = torch.randn(batch + pairs, self.cfg.model.eps_dim, device=self.device, generator=self.noise)
         with self._autocast():
             condition_in = torch.cat([embedding, embedding[:pairs]]) if pairs else embedding
-            fakes, mu, logvar = self.G_forward(z, condition_in, eps, **self._generator_inputs(text))
+            words = {k: torch.cat([v, v[:pairs]]) for k, v in self._generator_inputs(text).items()}
+            fakes, mu, logvar = self.G_forward(z, condition_in, eps, **words)
         fakes = [fakes[b] for b in self.branches]
         if pairs:
             twins = [f[batch:] for f in fakes]
