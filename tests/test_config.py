@@ -40,7 +40,7 @@ def test_precedence_defaults_preset_file_flags(tmp_path: Path):
         ({"model.ngf": 6, "model.stage_num": 3}, "divisible by 4"),
         ({"train.epochs": 0}, "train.epochs"),
         ({"train.batch_size": 0}, "train.batch_size"),
-        ({"train.damsm_swap_negatives": 4}, r"damsm_swap_negatives .*damsm_coef > 0"),
+        ({"train.damsm_swap_negatives": 4, "train.damsm_coef": 0}, r"damsm_swap_negatives .*damsm_coef > 0"),
         ({"train.damsm_swap_negatives": -1, "train.damsm_coef": 5}, "train.damsm_swap_negatives"),
     ],
 )

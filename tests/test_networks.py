@@ -148,11 +148,22 @@ def test_stacked_discriminator_pass_equals_three_separate_passes():
 LEVERS = {"d_projection": True, "d_norm": "spectral", "g_text_fusion": True}
 
 
-def test_levers_are_off_in_every_shipped_preset():
-    for preset in ("tiny", "toy", "birds", "flowers"):
+def test_levers_are_off_in_the_official_and_test_presets():
+    for preset in ("tiny", "birds", "flowers"):
         cfg = resolve_config(preset)
         assert not cfg.model.d_projection and cfg.model.d_norm == "batch" and not cfg.model.g_text_fusion
         assert cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0 and cfg.train.damsm_swap_negatives == 0
+        assert cfg.model.ca_noise == 1 and cfg.train.damsm_coef == 0 and cfg.train.feature_d_coef == 0
+
+
+def test_toy_preset_is_the_colour_recipe_of_the_quality_study():
+    """docs/quality.md, the shipped model's recipe: fusion, projection, no CA noise, DAMSM loss on every
+    branch, the feature D; the official losses otherwise (BCE, batch-norm Ds, no gradient penalty)."""
+    cfg = resolve_config("toy")
+    assert cfg.model.g_text_fusion and cfg.model.d_projection and cfg.model.ca_noise == 0
+    assert (cfg.train.damsm_coef, cfg.train.damsm_branches, cfg.train.feature_d_coef) == (5.0, "all", 1.0)
+    assert cfg.text.epochs == 24 and cfg.train.ms_coef == 0  # mode seeking is added when the tree grows
+    assert cfg.model.d_norm == "batch" and cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0
 
 
 def test_text_fusion_starts_as_the_identity():
