@@ -2,8 +2,8 @@
 
 Judged by the shipped toy-birds attribute classifier (99.8 % body colour on real test images) on
 "a {body} bird with {wing} wings" prompts, ten seeds each, at the final (256 px) branch. The
-threshold is 2.5x chance and below what the shipped snapshot measured (assets/README.md), so an
-untrained, broken or wrongly loaded model fails it (raise it as better snapshots are shipped).
+thresholds sit just under what the shipped model measures (assets/README.md), so a regression of the
+recipe or a broken or wrongly loaded model fails them (raise them as better models are shipped).
 """
 
 import pytest
@@ -19,7 +19,10 @@ COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "brown", "black
 # Every body colour once, each with a wing colour three places further on, so no pair repeats.
 PROMPTS = [(body, COLOURS[(i + 3) % len(COLOURS)]) for i, body in enumerate(COLOURS)]
 IMAGES = 10
-BODY_THRESHOLD = 0.25  # chance 0.10; the shipped snapshot (28,406 iterations) measured 0.34 (wing 0.18)
+# Chance 0.10. The shipped model (issue 18's recipe) measures body 0.83, wing 0.37 here; the model
+# shipped before it (28,406 iterations of the official losses) measured 0.34 / 0.18.
+BODY_THRESHOLD = 0.75
+WING_THRESHOLD = 0.30
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +33,27 @@ def judged():
     out = pipe([f"a {body} bird with {wing} wings" for body, wing in PROMPTS], num_images_per_prompt=IMAGES, seed=0)
     with torch.no_grad():
         scores = classifier(_as_tensor(out.images))
-    colours = payload["spec"].attributes["body_color"]
-    body = [colours[i] for i in scores["body_color"].argmax(dim=1).tolist()]
-    return pipe, out, body
+    attributes = payload["spec"].attributes
+    body, wing = ([attributes[key][i] for i in scores[key].argmax(dim=1).tolist()] for key in ("body_color", "wing_color"))
+    return pipe, out, body, wing
 
 
 def test_shipped_model_is_the_toy_three_stage_model(judged):
-    pipe, out, _ = judged
+    pipe, out, _, _ = judged
     assert pipe.config.model.resolutions == [64, 128, 256]
     assert [im.size for im in (out.branches[0][0], out.branches[1][0], out.branches[2][0])] == [(64, 64), (128, 128), (256, 256)]
     assert out.unknown == [[] for _ in PROMPTS]
 
 
 def test_shipped_model_draws_the_prompted_body_colour(judged):
-    _, out, body = judged
+    _, out, body, _ = judged
     wanted = [b for b, _ in PROMPTS for _ in range(IMAGES)]
     accuracy = sum(p == w for p, w in zip(body, wanted, strict=True)) / len(wanted)
     assert accuracy >= BODY_THRESHOLD, f"body colour accuracy {accuracy:.2f} (predicted {body})"
+
+
+def test_shipped_model_draws_the_prompted_wing_colour(judged):
+    _, out, _, wing = judged
+    wanted = [w for _, w in PROMPTS for _ in range(IMAGES)]
+    accuracy = sum(p == w for p, w in zip(wing, wanted, strict=True)) / len(wanted)
+    assert accuracy >= WING_THRESHOLD, f"wing colour accuracy {accuracy:.2f} (predicted {wing})"
