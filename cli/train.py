@@ -71,15 +71,12 @@ def train(
     ma_gp: Annotated[float | None, Opt("--ma-gp", help="Matching-aware gradient penalty weight k on real matching pairs "
         "(DF-GAN: 2; 0 = off, official); needs --d-norm spectral.")] = None,
     ma_gp_power: Annotated[float | None, Opt("--ma-gp-power", help="MA-GP power p (DF-GAN: 6).")] = None,
+    d_recon_coef: Annotated[float | None, Opt("--d-recon-coef", help="FastGAN's self-supervised D: weight of the L1 "
+        "loss of small decoders rebuilding real images from each D's features (0 = off, official).")] = None,
     stacked_d_passes: Annotated[bool | None, Opt("--stacked-d-passes/--no-stacked-d-passes", help="D step: real, wrong "
         "and fake images in one stacked pass (same maths; cheaper with --d-norm spectral).")] = None,
     damsm_coef: Annotated[float | None, Opt("--damsm-coef", help="DAMSM generator loss weight on the last branch, "
                           "frozen pretrained DAMSM encoders (AttnGAN: 5 birds, 50 COCO; 0 = off).")] = None,
-    damsm_swap_negatives: Annotated[int | None, Opt("--damsm-swap-negatives", help="K hard negative captions per "
-        "image in the DAMSM loss: its caption with one colour word swapped (VSE++ hard negatives; 0 = off); "
-        "needs --damsm-coef.")] = None,
-    damsm_augment: Annotated[bool | None, Opt("--damsm-augment/--no-damsm-augment", help="DAMSM loss on a random "
-        "zoom/shift/flip view of each generated image (against patterns only the frozen encoder reads).")] = None,
     feature_d_coef: Annotated[float | None, Opt("--feature-d-coef", help="Weight of an extra conditional D on the "
         "frozen DAMSM image features (Projected GAN / GALIP style; 0 = off, official).")] = None,
     damsm_branches: Annotated[str | None, Opt("--damsm-branches", help="Branches the DAMSM loss scores: last "
@@ -88,13 +85,13 @@ def train(
         "pushes images of one caption with different noise apart (0 = off, official).")] = None,
     ca_noise: Annotated[float | None, Opt("--ca-noise", help="Scale of the conditioning-augmentation noise in "
         "training and sampling (1 = official; 0 = G sees the CA mean).")] = None,
-    hard_wrong: Annotated[float | None, Opt("--hard-wrong", help="Share of wrong images with the caption's body "
-        "colour and another wing colour (toy-birds; 0 = official uniform draw).")] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Annotated[str | None, Opt("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")] = None,
     workers: Annotated[int | None, Opt("--workers", help="DataLoader worker processes.")] = None,
     sample_every: Annotated[int | None, Opt("--sample-every", help="Epochs between sample grids.")] = None,
+    tensorboard: Annotated[bool | None, Opt("--tensorboard/--no-tensorboard", help="Also write the stats and sample "
+        "grids as TensorBoard events to RUN/tensorboard/ (pip install \"stackgan2[tensorboard]\"). Default off.")] = None,
     checkpoint_every: Annotated[int | None, Opt("--checkpoint-every", help="Iterations between checkpoints.")] = None,
     keep_checkpoints: Annotated[int | None, Opt("--keep-checkpoints", help="How many recent checkpoints to keep.")] = None,
     text_encoder: Annotated[Path | None, Opt("--text-encoder", help="Pretrained text encoder dir (skip phase 0).")] = None,
@@ -143,18 +140,17 @@ def train(
         "train.gan_loss": gan_loss,
         "train.ma_gp_coef": ma_gp,
         "train.ma_gp_power": ma_gp_power,
+        "train.d_recon_coef": d_recon_coef,
         "train.stacked_d_passes": stacked_d_passes,
         "train.damsm_coef": damsm_coef,
-        "train.damsm_swap_negatives": damsm_swap_negatives,
         "train.damsm_branches": damsm_branches,
-        "train.damsm_augment": damsm_augment,
         "train.feature_d_coef": feature_d_coef,
         "train.ms_coef": ms_coef,
-        "train.hard_wrong": hard_wrong,
         "train.seed": seed,
         "train.device": device,
         "train.amp": amp,
         "train.sample_every": sample_every,
+        "train.tensorboard": tensorboard,
         "train.checkpoint_every": checkpoint_every,
         "train.keep_checkpoints": keep_checkpoints,
         "train.text_encoder": text_encoder,
@@ -174,6 +170,10 @@ def train(
         console.print_json(cfg.to_json())
         console.print(f"run directory: {run_dir}" + (" (resuming)" if resuming else ""))
         return
+    if cfg.train.tensorboard:
+        from stackgan2.training.tensorboard import require_tensorboard
+
+        require_tensorboard()  # now, not after phase 0 and the data have taken their minutes
     ctx = init_distributed("cuda" if cfg.train.device in ("cuda", "auto") and _cuda() else "cpu")
     try:
         show = ctx.is_main and not state.quiet

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stackgan2.text.damsm import hard_negative_loss, matching_loss, sentence_scores, word_region_scores
-from stackgan2.text.negatives import SwapNegatives
+from stackgan2.text.damsm import sentence_loss, word_loss
 
 Logits = tuple[Tensor, Tensor]  # (conditional logits, unconditional logits), each (B,)
 
@@ -138,7 +137,6 @@ def damsm_loss(
     lengths: Tensor,
     class_ids: Tensor,
     gammas: tuple[float, float, float] = (4.0, 5.0, 10.0),
-    negatives: SwapNegatives | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """AttnGAN's DAMSM generator loss, unweighted: (w_loss0 + w_loss1) + (s_loss0 + s_loss1).
 
@@ -148,25 +146,9 @@ def damsm_loss(
     (image -> caption and caption -> image) with different-item same-class pairs left out of the
     negatives (``stackgan2.text.damsm``); ``gammas`` = (gamma1, gamma2, gamma3), AttnGAN 4 / 5 / 10.
     The official ``generator_loss`` multiplies the sum by LAMBDA (``train.damsm_coef``: 5 birds, 50 COCO).
-
-    ``negatives`` (``train.damsm_swap_negatives``, not in AttnGAN) adds a third term, ``swap``: for each
-    image the image -> caption cross-entropy, sentence plus word level, over the batch's captions and
-    its own K colour-swapped captions (hard negatives as in VSE++; ``stackgan2.text.negatives``).
-    Returns the sum and its terms (detached) for logging.
+    Returns the sum and its two terms (detached) for logging.
     """
     gamma1, gamma2, gamma3 = gammas
-    word_scores = gamma3 * word_region_scores(regions, words, lengths, gamma1, gamma2)
-    sentence_matrix = gamma3 * sentence_scores(image_global, sentence)
-    word, sentence_term = matching_loss(word_scores, class_ids), matching_loss(sentence_matrix, class_ids)
-    total, terms = word + sentence_term, {"word": word.detach(), "sentence": sentence_term.detach()}
-    if negatives is not None:
-        B, K = negatives.valid.shape
-        # Image i against its own K captions only: the diagonal blocks of the (B, B K) score matrices.
-        own = torch.arange(B, device=image_global.device)
-        sentence_negatives = sentence_scores(image_global, negatives.sentence.flatten(0, 1)).view(B, B, K)[own, own]
-        word_negatives = torch.cat([word_region_scores(regions[i : i + 1], negatives.words[i], negatives.lengths[i],
-                                                       gamma1, gamma2) for i in range(B)])
-        swap = (hard_negative_loss(sentence_matrix, class_ids, gamma3 * sentence_negatives, negatives.valid)
-                + hard_negative_loss(word_scores, class_ids, gamma3 * word_negatives, negatives.valid))
-        total, terms["swap"] = total + swap, swap.detach()
-    return total, terms
+    word = word_loss(regions, words, lengths, class_ids, gamma1, gamma2, gamma3)
+    sentence_term = sentence_loss(image_global, sentence, class_ids, gamma3)
+    return word + sentence_term, {"word": word.detach(), "sentence": sentence_term.detach()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from stackgan2.config import ModelConfig
-from stackgan2.networks import build_discriminators, build_generator, count_parameters
+from stackgan2.models import build_discriminators, build_generator, count_parameters
 
 Rows = list[tuple[str, int, str]]
 
@@ -55,7 +55,7 @@ def model_summary(cfg: ModelConfig) -> tuple[Rows, dict[str, int]]:
 
 @torch.no_grad()
 def _stackgan1_summary(cfg: ModelConfig) -> tuple[Rows, dict[str, int]]:
-    from stackgan2.stackgan1 import StageTwoGenerator
+    from stackgan2.models.stackgan1 import StageTwoGenerator
 
     stage_1, stage_2 = cfg.model_copy(update={"v1_stage": 1}), cfg.model_copy(update={"v1_stage": 2})
     with torch.device("meta"):

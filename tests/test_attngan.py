@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from stackgan2.attention import AttnGANGenerator, WordAttention
 from stackgan2.config import resolve_config
 from stackgan2.losses import generator_adversarial_loss, stackgan1_discriminator_loss
-from stackgan2.networks import build_discriminators, build_generator, count_parameters
+from stackgan2.models import build_discriminators, build_generator, count_parameters
+from stackgan2.models.attngan import AttnGANGenerator
+from stackgan2.models.blocks import WordAttention
 from stackgan2.text import TextEncoder
 
 

@@ -147,39 +147,3 @@ def test_index_and_size_checks(cache_dir: Path) -> None:
     assert dataset[np.int64(2)]["index"] == 2
     with pytest.raises(ValueError, match="ascending"):
         _dataset(cache_dir, sizes=[32, 16])
-
-
-def test_hard_wrong_images_share_the_body_colour_and_differ_in_the_wing(cache_dir: Path) -> None:
-    cfg = DataConfig(toy_train_size=50, toy_test_size=10, toy_render_size=40, cache_dir=cache_dir)
-    plain = build_dataset(cfg, "train", SIZES, augment=False)
-    hard = build_dataset(cfg, "train", SIZES, augment=False, hard_wrong=1.0)
-    body, wing = hard.attributes["body_color"], hard.attributes["wing_color"]
-    stages = [hard._stage_images(j, None)[-1] for j in range(len(hard))]  # centre crops: no randomness
-
-    def wrong_of(item: dict) -> int:
-        (match,) = [j for j, image in enumerate(stages) if torch.equal(image, item["wrong_images"][-1])]
-        return match
-
-    hard_pairs = 0
-    for index in range(len(hard)):
-        item, official = hard[index], plain[index]
-        assert item["caption_index"] == official["caption_index"]
-        j = wrong_of(item)
-        same_body_exists = any(body[k] == body[index] and wing[k] != wing[index] for k in range(len(hard)))
-        if hard._names_both[index][item["caption_index"]] and same_body_exists:
-            assert body[j] == body[index] and wing[j] != wing[index]
-            hard_pairs += 1
-        else:  # a caption that does not name the wing colour: the official draw of another class
-            assert hard.class_ids[j] != hard.class_ids[index]
-    assert hard_pairs >= 10
-
-
-def test_hard_wrong_needs_colour_labels_and_the_stackgan2_wrong_images() -> None:
-    from stackgan2.config import resolve_config
-    from stackgan2.errors import ConfigError
-
-    assert resolve_config("toy", None, {"train.hard_wrong": 0.5}).train.hard_wrong == 0.5
-    with pytest.raises(ConfigError, match="hard_wrong.*toy-birds"):
-        resolve_config("toy", None, {"train.hard_wrong": 0.5, "data.dataset": "cub"})
-    with pytest.raises(ConfigError, match="hard_wrong.*attngan"):
-        resolve_config("attngan-toy", None, {"train.hard_wrong": 0.5})

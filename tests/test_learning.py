@@ -23,14 +23,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stackgan2 import stackgan1
 from stackgan2.cli.main import app
 from stackgan2.config import ExperimentConfig
 from stackgan2.data import build_dataset
 from stackgan2.losses import generator_adversarial_loss
-from stackgan2.networks import build_discriminators, build_generator, init_weights
+from stackgan2.models import build_discriminators, build_generator, init_weights
 from stackgan2.text import PromptEncoder
 from stackgan2.training.checkpoint import latest_checkpoint
+from stackgan2.training.objectives import stackgan1_generator_loss
 
 STEPS = 320  # 40 epochs of the tiny preset's 64 images; ~30 s on one CPU thread
 V1_STEPS = (160, 160)  # v1-toy Stage I, then Stage II
@@ -94,7 +94,7 @@ def test_a_few_hundred_tiny_steps_learn(trained: Path) -> None:
 
     def adversarial(D: torch.nn.Module, image: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         if v1:
-            return stackgan1.generator_loss(D, image, mu)[0]
+            return stackgan1_generator_loss(D, image, mu)[0]
         return generator_adversarial_loss(D(image, mu), cfg.train.uncond_coef)[0]
 
     measured = {}

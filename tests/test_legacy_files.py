@@ -6,11 +6,18 @@ size (ngf 8, ndf 8): a run directory with its step-2 checkpoint, the pipeline ``
 from it, and the shared text encoder. The StackGAN++ run has every module that owns weights switched
 on (text fusion, word attention, projection D, feature D, DAMSM and mode seeking), so every state-dict
 key name of the tree, the discriminators and the feature critic is covered. ``expected.json`` holds
-what that code printed:
+what that code printed, and ``expected/`` the PNGs it wrote:
 
-- the SHA-256 of ``sample`` from the checkpoint, from the exported pipeline and from the shipped model;
+- ``sample`` from the checkpoint (``expected/ckpt-FAMILY.png``; the exported pipeline gave the same bytes)
+  and from the shipped model (``expected/shipped.png``);
 - the loss terms of steps 3 and 4 when the run is resumed with ``--resume --max-steps 4`` (the whole
-  training step, every family and lever of the run, compared exactly), and the sample after them.
+  training step, every family and lever of the run), and the sample after them (``expected/res-FAMILY.png``).
+
+On the machine that made them, the code after the move reproduced every byte and every loss exactly
+(SHA-256 in ``expected.json``). The tests allow what another CPU may change: one 8-bit level per pixel
+(oneDNN picks kernels by instruction set and row count; since ``sample`` draws a lone image in a one-row
+forward instead of a padded four-row one, the shipped model's 256 px image differs from the old PNG in
+3 of 592,896 values, by one level) and a relative 1e-4 in a loss after two training steps.
 
 Commands (from the fixture's folder, ``S="stackgan2 --quiet"``): ``$S train --preset tiny --ngf 8 --ndf 8
 --max-steps 2 --checkpoint-every 2 --text-encoder text_encoder --device cpu --run-dir run-stackgan2
@@ -20,12 +27,13 @@ same with ``--arch attngan`` (run-attngan) and with ``--preset v1-toy`` (run-v1)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from stackgan2.cli.main import app
 
@@ -40,24 +48,34 @@ TRAIN_FLAGS = {
 TIMING = {"sec_per_step", "data_sec", "images_per_s", "time"}
 
 
-def _sample_sha(runner, model: Path | None, out: Path) -> dict[str, str]:
+def _sample(runner, model: Path | None, out: Path, expected: dict[str, str]) -> np.ndarray:
+    """``stackgan2 sample`` of the recorded prompt and seed: the file name must be the one recorded."""
     args = ["sample", EXPECTED["prompt"], "--seed", str(EXPECTED["seed"]), "--all-stages", "--out", str(out),
             "--device", "cpu"]
     result = runner.invoke(app, [*args, *(["--model", str(model)] if model else [])])
     assert result.exit_code == 0, result.output
     (path,) = out.glob("*.png")
-    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert path.name == expected["file"]
+    return np.asarray(Image.open(path), dtype=np.int16)
+
+
+def _assert_same_image(image: np.ndarray, name: str) -> None:
+    old = np.asarray(Image.open(FIXTURE / "expected" / f"{name}.png"), dtype=np.int16)
+    assert image.shape == old.shape
+    assert np.abs(image - old).max() <= 1, f"{name}: {int((image != old).sum())} values differ"
 
 
 @pytest.mark.parametrize("family", list(TRAIN_FLAGS))
-def test_old_checkpoint_and_exported_pipeline_give_the_same_bytes(family, runner, tmp_path):
+def test_old_checkpoint_and_exported_pipeline_give_the_same_images(family, runner, tmp_path):
     expected = EXPECTED["families"][family]
-    assert _sample_sha(runner, FIXTURE / f"run-{family}", tmp_path / "ckpt") == expected["checkpoint"]
-    assert _sample_sha(runner, FIXTURE / f"pipe-{family}", tmp_path / "pipe") == expected["pipeline"]
+    from_checkpoint = _sample(runner, FIXTURE / f"run-{family}", tmp_path / "ckpt", expected["checkpoint"])
+    _assert_same_image(from_checkpoint, f"ckpt-{family}")
+    from_pipeline = _sample(runner, FIXTURE / f"pipe-{family}", tmp_path / "pipe", expected["pipeline"])
+    assert np.array_equal(from_pipeline, from_checkpoint)  # the export holds the checkpoint's G_ema
 
 
-def test_shipped_model_gives_the_same_bytes(runner, tmp_path):
-    assert _sample_sha(runner, None, tmp_path / "shipped") == EXPECTED["shipped"]
+def test_shipped_model_gives_the_same_image(runner, tmp_path):
+    _assert_same_image(_sample(runner, None, tmp_path / "shipped", EXPECTED["shipped"]), "shipped")
 
 
 @pytest.mark.parametrize("family", list(TRAIN_FLAGS))
@@ -72,5 +90,8 @@ def test_old_checkpoint_resumes_to_the_same_losses_and_weights(family, runner, t
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     resumed = [{k: v for k, v in r.items() if k not in TIMING} for r in records if r["step"] > 2]
-    assert resumed == EXPECTED["families"][family]["resumed_stats"]
-    assert _sample_sha(runner, run, tmp_path / "out") == EXPECTED["families"][family]["resumed"]
+    expected = EXPECTED["families"][family]
+    assert [sorted(r) for r in resumed] == [sorted(r) for r in expected["resumed_stats"]]  # the same stats keys
+    for ours, old in zip(resumed, expected["resumed_stats"], strict=True):
+        assert ours == pytest.approx(old, rel=1e-4, abs=1e-6)
+    _assert_same_image(_sample(runner, run, tmp_path / "out", expected["resumed"]), f"res-{family}")

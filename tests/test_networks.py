@@ -2,16 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stackgan2.config import resolve_config
-from stackgan2.networks import (
-    Generator,
-    StageDiscriminator,
-    broadcast_conv3x3,
-    build_discriminators,
-    build_generator,
-    count_parameters,
-    init_weights,
-)
+from stackgan2.config import PRESETS, resolve_config
+from stackgan2.models import build_discriminators, build_generator, count_parameters, init_weights
+from stackgan2.models.blocks import StageDiscriminator, broadcast_conv3x3
+from stackgan2.models.stackgan2 import Generator
 
 
 def test_birds_parameter_counts_match_official():
@@ -152,8 +146,9 @@ def test_levers_are_off_in_the_official_and_test_presets():
     for preset in ("tiny", "birds", "flowers"):
         cfg = resolve_config(preset)
         assert not cfg.model.d_projection and cfg.model.d_norm == "batch" and not cfg.model.g_text_fusion
-        assert cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0 and cfg.train.damsm_swap_negatives == 0
+        assert cfg.train.gan_loss == "bce" and cfg.train.ma_gp_coef == 0
         assert cfg.model.ca_noise == 1 and cfg.train.damsm_coef == 0 and cfg.train.feature_d_coef == 0
+    assert all(resolve_config(preset).train.d_recon_coef == 0 for preset in PRESETS)  # the toy recipe too
 
 
 def test_toy_preset_is_the_colour_recipe_of_the_quality_study():

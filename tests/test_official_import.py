@@ -395,7 +395,7 @@ def test_eval_conditions_an_imported_model_on_the_test_sets_char_cnn_rnn_embeddi
 
 def test_init_from_an_imported_model_brings_no_text_encoder(small_pipe):
     """``train --init-from`` then pretrains one in phase 0 instead of looking for ``text_encoder/``."""
-    from stackgan2.training.trainer import load_initial_weights
+    from stackgan2.training.weights import load_initial_weights
 
     initial = load_initial_weights(small_pipe)
     pipe = Text2ImagePipeline.from_pretrained(small_pipe)

@@ -28,7 +28,7 @@ def test_wheel_maps_cli_and_assets_into_the_package(wheel_files):
     names = set(wheel_files)
     for required in (
         "stackgan2/__init__.py",
-        "stackgan2/networks.py",
+        "stackgan2/models/blocks.py",
         "stackgan2/cli/main.py",
         "stackgan2/cli/__main__.py",
         "stackgan2/cli/serve_page.html",

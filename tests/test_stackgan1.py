@@ -9,8 +9,10 @@ from stackgan2.cli.main import app
 from stackgan2.config import resolve_config
 from stackgan2.errors import ConfigError
 from stackgan2.losses import stackgan1_discriminator_loss
-from stackgan2.networks import build_discriminators, build_generator, count_parameters, init_weights
-from stackgan2.stackgan1 import StageTwoGenerator, discriminator_loss, generator_loss
+from stackgan2.models import build_discriminators, build_generator, count_parameters, init_weights
+from stackgan2.models.stackgan1 import StageTwoGenerator
+from stackgan2.training.objectives import shifted_pairs_discriminator_loss as discriminator_loss
+from stackgan2.training.objectives import stackgan1_generator_loss as generator_loss
 
 
 def v1(preset: str, stage: int, **overrides):

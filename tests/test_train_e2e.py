@@ -57,8 +57,6 @@ def _family(name: str, v1_stage1: Path | None) -> tuple[list[str], list[str]]:
         return TINY, []
     if name == "attngan":
         return TINY, ["--arch", "attngan", "--damsm-coef", "5", "--kl-coef", "1"]
-    if name == "swap":  # StackGAN++ with the DAMSM loss and colour-swapped negatives (their own random stream)
-        return TINY, ["--damsm-coef", "5", "--damsm-swap-negatives", "2"]
     return V1_TOY, ["--v1-stage", "2", "--stage1", str(v1_stage1), "--lr-decay-every", "1"]
 
 
@@ -121,8 +119,7 @@ def test_fewer_stages_train(runner, tmp_path, text_encoder, stage_num):
 
 # NHWC too: loaded Adam moments must be re-laid to the parameters' strides for the fused kernel.
 @pytest.mark.parametrize(("family", "layout"), [("stackgan2", "--no-channels-last"), ("stackgan2", "--channels-last"),
-                                                ("stackgan1", "--no-channels-last"), ("attngan", "--no-channels-last"),
-                                                ("swap", "--no-channels-last")])
+                                                ("stackgan1", "--no-channels-last"), ("attngan", "--no-channels-last")])
 def test_resume_is_bit_identical(runner, tmp_path, text_encoder, family, layout, request):
     preset, extra = _family(family, request.getfixturevalue("v1_stage1") if family == "stackgan1" else None)
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -134,11 +131,10 @@ def test_resume_is_bit_identical(runner, tmp_path, text_encoder, family, layout,
     a, b = _latest_tensors(straight), _latest_tensors(split)
     assert a.keys() == b.keys()
     for key in a:
-        if key.startswith(("G.", "G_ema.", "D.", "opt_", "rng.swap")):
+        if key.startswith(("G.", "G_ema.", "D.", "opt_")):
             assert torch.equal(a[key], b[key]), key
     records = [json.loads(line) for line in (split / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 17))
-    assert all(r["DAMSM/swap"] > 0 for r in records) if family == "swap" else "DAMSM/swap" not in records[0]
     if family == "stackgan1":  # the official v1 schedule: both rates halve when an epoch starts
         assert {(r["lr_g"], r["lr_d"]) for r in records[:8]} == {(2e-4, 2e-4)}
         assert {(r["lr_g"], r["lr_d"]) for r in records[8:]} == {(1e-4, 1e-4)}
@@ -274,7 +270,8 @@ def test_init_from_run_pipeline_and_checkpoint(runner, tmp_path, text_encoder):
     """--init-from starts a new run at another model's weights (G, G_ema, and D from checkpoints) with
     its text encoder; optimisers and the step start fresh."""
     from stackgan2.config import resolve_config
-    from stackgan2.training.trainer import Trainer, load_initial_weights
+    from stackgan2.training.trainer import Trainer
+    from stackgan2.training.weights import load_initial_weights
 
     source = tmp_path / "source"
     assert _train(runner, "--run-dir", str(source), "--max-steps", "3", "--text-encoder", str(text_encoder)).exit_code == 0
@@ -358,7 +355,8 @@ def test_init_from_with_another_discriminator_width_keeps_g_and_starts_d_fresh(r
     ones: G and G_ema are loaded, D starts fresh; any other architecture difference is still refused."""
     from stackgan2.config import resolve_config
     from stackgan2.errors import CheckpointError
-    from stackgan2.training.trainer import Trainer, load_initial_weights
+    from stackgan2.training.trainer import Trainer
+    from stackgan2.training.weights import load_initial_weights
 
     source = tmp_path / "source"
     assert _train(runner, "--run-dir", str(source), "--max-steps", "2", "--text-encoder", str(text_encoder)).exit_code == 0
@@ -395,14 +393,14 @@ def test_lever_flags_reach_the_config(runner, tmp_path):
     result = runner.invoke(app, ["train", "--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--dry-run",
                                  "--d-projection", "--d-norm", "spectral", "--g-text-fusion", "--gan-loss", "hinge",
                                  "--ma-gp", "2", "--ma-gp-power", "6", "--beta1", "0", "--beta2", "0.9",
-                                 "--stacked-d-passes", "--damsm-coef", "5", "--damsm-swap-negatives", "4"])
+                                 "--stacked-d-passes", "--damsm-coef", "5"])
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.output[: result.output.rindex("}") + 1])
     assert cfg["model"] | {"d_projection": True, "d_norm": "spectral", "g_text_fusion": True} == cfg["model"]
     assert {k: cfg["train"][k] for k in ("gan_loss", "ma_gp_coef", "ma_gp_power", "beta1", "beta2", "stacked_d_passes",
-                                         "damsm_swap_negatives")} == {
+                                         "damsm_coef")} == {
         "gan_loss": "hinge", "ma_gp_coef": 2.0, "ma_gp_power": 6.0, "beta1": 0.0, "beta2": 0.9, "stacked_d_passes": True,
-        "damsm_swap_negatives": 4}
+        "damsm_coef": 5.0}
 
 
 def test_word_attention_trains_samples_and_evaluates(runner, tmp_path, text_encoder):
@@ -436,7 +434,8 @@ def test_word_attention_trains_samples_and_evaluates(runner, tmp_path, text_enco
 def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):
     """A 1-branch model continues as a 3-branch one: its branch is loaded, the new ones start fresh."""
     from stackgan2.config import resolve_config
-    from stackgan2.training.trainer import Trainer, load_initial_weights
+    from stackgan2.training.trainer import Trainer
+    from stackgan2.training.weights import load_initial_weights
 
     source = tmp_path / "one"
     result = _train(runner, "--run-dir", str(source), "--stage-num", "1", "--max-steps", "2", "--text-encoder", str(text_encoder))

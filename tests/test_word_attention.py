@@ -7,7 +7,9 @@ import torch
 
 from stackgan2.config import resolve_config
 from stackgan2.errors import ConfigError
-from stackgan2.networks import Generator, WordAffine, build_generator
+from stackgan2.models import build_generator
+from stackgan2.models.blocks import WordAffine
+from stackgan2.models.stackgan2 import Generator
 
 
 def _config(**update):
@@ -44,6 +46,21 @@ def test_word_fusion_starts_as_the_identity_and_reports_its_maps():
     for m in maps:
         assert m[0, 3:].abs().max() == 0  # masked words get no attention
         assert torch.allclose(m.sum(dim=1), torch.ones_like(m[:, 0]), atol=1e-5)
+
+
+def test_official_weight_init_keeps_the_identity_start():
+    """The trainer's ``init_weights`` (orthogonal convs) must leave every WordAffine at the identity, as it
+    leaves TextAffine (it once overwrote their 1x1 convs, so `--g-word-attention` started from noise)."""
+    from stackgan2.models import init_weights
+
+    torch.manual_seed(0)
+    G = build_generator(_config())
+    init_weights(G)
+    affines = [m for m in G.modules() if isinstance(m, WordAffine)]
+    assert affines
+    for m in affines:
+        assert m.gamma.weight.abs().max() == 0 and m.beta.weight.abs().max() == 0
+        assert torch.all(m.gamma.bias == 1) and torch.all(m.beta.bias == 0)
 
 
 def test_the_words_steer_the_image_pixel_by_pixel():

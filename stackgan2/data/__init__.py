@@ -35,15 +35,13 @@ def build_dataset(
     seed: int = 0,
     progress_fn: ProgressFn | None = None,
     wrong_images: bool = True,
-    hard_wrong: float = 0.0,
 ) -> CaptionedImageDataset:
     """The ``split`` of ``cfg.dataset`` with images at every size in ``image_sizes`` (ascending).
 
     ``augment`` gives the official random crop and flip (training); without it images are centre
     crops. ``seed`` (with the epoch, see ``set_epoch``) fixes every random choice an item makes.
     ``wrong_images=False`` leaves the mismatched image out of items (DAMSM pretraining has no use for
-    it); every other field of an item is unchanged. ``hard_wrong`` (toy-birds): the share of wrong images
-    drawn with the caption's body colour and another wing colour, where the caption names both.
+    it); every other field of an item is unchanged.
     Raises ``DataError`` naming the file or folder when the data is missing or malformed.
     """
     from stackgan2.data.coco import load_coco
@@ -69,8 +67,7 @@ def build_dataset(
         parts = load_coco(cfg, split, short_side, progress_fn)
     else:
         parts = load_folder(cfg, split, short_side, progress_fn)
-    return CaptionedImageDataset(parts, image_sizes, augment=augment, seed=seed, wrong_images=wrong_images,
-                                 hard_wrong=hard_wrong)
+    return CaptionedImageDataset(parts, image_sizes, augment=augment, seed=seed, wrong_images=wrong_images)
 
 
 def __getattr__(name: str) -> Any:

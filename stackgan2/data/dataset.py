@@ -45,8 +45,7 @@ class CaptionedImageDataset(Dataset):
     """
 
     def __init__(
-        self, parts: DatasetParts, image_sizes: Sequence[int], *, augment: bool, seed: int = 0, wrong_images: bool = True,
-        hard_wrong: float = 0.0,
+        self, parts: DatasetParts, image_sizes: Sequence[int], *, augment: bool, seed: int = 0, wrong_images: bool = True
     ) -> None:
         sizes = [int(size) for size in image_sizes]
         if not sizes or sizes != sorted(set(sizes)) or sizes[0] < 1:
@@ -74,33 +73,6 @@ class CaptionedImageDataset(Dataset):
         counts = np.bincount(self.class_ids, minlength=self.num_classes)
         self._class_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._class_count = counts
-        self.hard_wrong = float(hard_wrong)
-        if self.hard_wrong > 0:
-            self._index_same_body()
-
-    def _index_same_body(self) -> None:
-        """Tables for ``_same_body_wrong_index``; which captions name both colours (toy-birds templates)."""
-        from stackgan2.data.toybirds import named_attributes
-
-        labels = self.attributes or {}
-        if not 0 < self.hard_wrong <= 1:
-            raise ValueError(f"hard_wrong must be in (0, 1], got {self.hard_wrong}")
-        if "body_color" not in labels or "wing_color" not in labels:
-            raise ValueError(f"hard wrong pairs need body and wing colour labels, which {self.name} does not have")
-        wings = len(self.attribute_values["wing_color"])
-        key = np.asarray(labels["body_color"], dtype=np.int64) * wings + np.asarray(labels["wing_color"], dtype=np.int64)
-        counts = np.bincount(key, minlength=len(self.attribute_values["body_color"]) * wings)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._pair_key, self._pair_order = key, np.argsort(key, kind="stable")
-        self._pair_start, self._pair_count = starts, counts
-        self._body_start = starts[::wings]
-        self._body_count = counts.reshape(-1, wings).sum(axis=1)
-        self._wings = wings
-        both = {"body_color", "wing_color"}
-        self._names_both = [
-            np.array([both <= (named_attributes(caption) or frozenset()) for caption in captions], dtype=bool)
-            for captions in self.captions
-        ]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -138,18 +110,6 @@ class CaptionedImageDataset(Dataset):
             return pick + (pick >= index)
         return int(self._by_class[_outside_block(rng, others, self._class_start[own], self._class_count[own])])
 
-    def _same_body_wrong_index(self, index: int, rng: np.random.Generator) -> int:
-        """A uniformly random image with the body colour of ``index`` and another wing colour (any other
-        class when there is none)."""
-        key = self._pair_key[index]
-        body = key // self._wings
-        others = self._body_count[body] - self._pair_count[key]
-        if others == 0:
-            return self._wrong_index(index, rng)
-        start = self._body_start[body]
-        pick = _outside_block(rng, others, self._pair_start[key] - start, self._pair_count[key])
-        return int(self._pair_order[start + pick])
-
     def _stage_images(self, index: int, rng: np.random.Generator) -> list[torch.Tensor]:
         largest = self.image_sizes[-1]
         image = fit_array(self.images[index], oversize(largest))
@@ -170,11 +130,7 @@ class CaptionedImageDataset(Dataset):
         rng = np.random.default_rng([_seed_word(self.seed), self.epoch, index])
         captions = self.captions[index]
         caption_index = int(rng.integers(len(captions)))
-        # Off (0): no extra draw, so the item stream is the official one.
-        if self.hard_wrong > 0 and self._names_both[index][caption_index] and rng.random() < self.hard_wrong:
-            wrong = self._same_body_wrong_index(index, rng)
-        else:
-            wrong = self._wrong_index(index, rng)
+        wrong = self._wrong_index(index, rng)
         item: dict[str, Any] = {
             "images": self._stage_images(index, rng),
             # Drawn last, so leaving it out changes no other field of the item.

@@ -29,7 +29,7 @@ from torch import Tensor
 from stackgan2.config import ExperimentConfig, resolve_config
 from stackgan2.errors import CheckpointError, UsageError
 from stackgan2.io import check_output_dir, sha256_file
-from stackgan2.networks import build_generator
+from stackgan2.models import build_generator
 from stackgan2.official.attngan import (
     ATTNGAN,
     IMAGE_ENCODER_PREFIXES,

@@ -19,21 +19,11 @@ def same_class_negatives(class_ids: torch.Tensor) -> torch.Tensor:
     return same & ~torch.eye(len(class_ids), dtype=torch.bool, device=class_ids.device)
 
 
-def matching_loss(scores: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+def _matching_loss(scores: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the diagonal over each row and each column of ``scores[image, caption]``."""
     scores = scores.masked_fill(same_class_negatives(class_ids), float("-inf"))
     labels = torch.arange(scores.shape[0], device=scores.device)
     return F.cross_entropy(scores, labels) + F.cross_entropy(scores.t(), labels)
-
-
-def hard_negative_loss(scores: torch.Tensor, class_ids: torch.Tensor, negative_scores: torch.Tensor,
-                       valid: torch.Tensor) -> torch.Tensor:
-    """Image -> caption cross-entropy of the diagonal over each row of ``scores[image, caption]``
-    (same-class captions left out, as in ``matching_loss``) extended by the image's own extra
-    negatives ``negative_scores`` (B, K); those with ``valid`` False take no part."""
-    rows = scores.masked_fill(same_class_negatives(class_ids), float("-inf"))
-    logits = torch.cat([rows, negative_scores.masked_fill(~valid, float("-inf"))], dim=1)
-    return F.cross_entropy(logits, torch.arange(scores.shape[0], device=scores.device))
 
 
 def sentence_scores(image_global: torch.Tensor, sentence: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -48,7 +38,7 @@ def sentence_loss(
     """AttnGAN ``sent_loss``: softmax over gamma3-scaled cosine similarities, both directions (eq. 11-13)."""
     B, D = image_global.shape
     assert sentence.shape == (B, D) and class_ids.shape == (B,)
-    return matching_loss(gamma3 * sentence_scores(image_global, sentence), class_ids)
+    return _matching_loss(gamma3 * sentence_scores(image_global, sentence), class_ids)
 
 
 def word_region_scores(
@@ -93,7 +83,7 @@ def word_loss(
 ) -> torch.Tensor:
     """AttnGAN ``words_loss``: the word-level relevance scaled by gamma3, both directions."""
     assert regions.shape[0] == words.shape[0] == class_ids.shape[0]
-    return matching_loss(gamma3 * word_region_scores(regions, words, lengths, gamma1, gamma2), class_ids)
+    return _matching_loss(gamma3 * word_region_scores(regions, words, lengths, gamma1, gamma2), class_ids)
 
 
 def regression_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ class CaptionFeatures:
     lengths: Tensor     # (B,) number of tokens (unknown words included)
     mask: Tensor        # (B, T) True where a word gets no attention: padding or an unknown word
     class_ids: Tensor   # (B,) for masking same-class negatives in the DAMSM loss
-    ids: Tensor | None = None  # (B, T) the token ids (for colour-swapped negatives)
 
     def __len__(self) -> int:
         return self.sentence.shape[0]
@@ -37,7 +36,7 @@ class CaptionFeatures:
     def select(self, rows: Tensor | slice) -> CaptionFeatures:
         """The features of some of the captions (e.g. one shard or a repeated batch)."""
         return CaptionFeatures(self.words[rows], self.sentence[rows], self.lengths[rows], self.mask[rows],
-                               self.class_ids[rows], None if self.ids is None else self.ids[rows])
+                               self.class_ids[rows])
 
 
 class FrozenDAMSM:
@@ -61,7 +60,7 @@ class FrozenDAMSM:
         """Features of padded id batches (``pad_batch`` layout)."""
         words, sentence = self.encoder.text_encoder(ids, lengths)
         mask = self.encoder.vocab.attention_mask(ids)
-        return CaptionFeatures(words.float(), sentence.float(), lengths, mask, class_ids, ids)
+        return CaptionFeatures(words.float(), sentence.float(), lengths, mask, class_ids)
 
     def captions(self, captions: Sequence[str], class_ids: Tensor) -> CaptionFeatures:
         """Features of dataset captions (longer ones keep their first ``text.max_words`` words)."""

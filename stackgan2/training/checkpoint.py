@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -126,3 +128,47 @@ def verify_checkpoints(directory: Path) -> list[tuple[Path, str | None]]:
         except CheckpointError as exc:
             results.append((path, str(exc)))
     return results
+
+
+def optimizer_tensors(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Each optimiser's per-parameter state as ``NAME.INDEX.FIELD`` tensors, and its param_groups (JSON)."""
+    tensors, groups = {}, {}
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        for index, entry in state["state"].items():
+            tensors.update({f"{name}.{index}.{k}": torch.as_tensor(v) for k, v in entry.items()})
+        groups[name] = state["param_groups"]
+    return tensors, groups
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, name: str, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    """The inverse of ``optimizer_tensors`` for the optimiser stored under ``name``."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(name + "."):
+            _, index, field = key.split(".")
+            state.setdefault(int(index), {})[field] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def host_rng_state(device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The process-wide generators (torch, CUDA on ``device``, NumPy, Python) as tensors and JSON."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    np_state = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
+    py_version, py_state, py_gauss = random.getstate()
+    return tensors, {"rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                     "rng_python": [py_version, list(py_state), py_gauss]}
+
+
+def restore_host_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device) -> None:
+    """The inverse of ``host_rng_state``."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    name, pos, has_gauss, cached = meta["rng_numpy"]
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, state_list, gauss = meta["rng_python"]
+    random.setstate((version, tuple(state_list), gauss))

@@ -15,13 +15,8 @@ from stackgan2.progress import ProgressFn
 from stackgan2.training.checkpoint import latest_checkpoint, list_checkpoints
 from stackgan2.training.distributed import DistContext
 from stackgan2.training.rundir import RunDir
-from stackgan2.training.trainer import (
-    FIXED_ON_RESUME,
-    Trainer,
-    TrainResult,
-    copy_text_encoder,
-    load_initial_weights,
-)
+from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult
+from stackgan2.training.weights import copy_text_encoder, load_initial_weights
 
 log = logging.getLogger("stackgan2.training")
 SAMPLE_CAPTIONS = 8
@@ -125,8 +120,7 @@ def run_training(
         trainer.start_stage2(stage1)
     # Images only at the trained branches' sizes; StackGAN v1 makes its wrong pairs inside the batch.
     sizes = [m.resolutions[i] for i in m.trained_branches]
-    data_args = {"augment": True, "seed": t.seed, "wrong_images": m.arch == "stackgan2",  # v1, AttnGAN: from the batch
-                 "hard_wrong": t.hard_wrong}
+    data_args = {"augment": True, "seed": t.seed, "wrong_images": m.arch == "stackgan2"}  # v1, AttnGAN: from the batch
     if ctx.is_main:
         dataset = build_dataset(cfg.data, "train", sizes, progress_fn=progress_fn, **data_args)
     ctx.barrier()  # the toy-birds cache is rendered once, by rank 0
