@@ -4,7 +4,7 @@ In one run, on the same model and device:
 
 - ``pipeline``: ``Text2ImagePipeline`` alone in this process at ``--n``-image calls and at batch
   ``--max-batch`` (images/s including the tensor -> PIL conversion), and the bare generator forward
-  at 1, 4 and ``--max-batch`` rows (what padding a lone image to 4 rows costs);
+  at 1, 4 and ``--max-batch`` rows (what one-row forwards, the CPU rule, cost against batching);
 - ``batched``: the server (``stackgan2 serve --max-batch M``, a subprocess) under ``--clients`` concurrent
   clients for ``--seconds``: requests/s, images/s, p50/p99 latency and errors;
 - ``one_at_a_time``: the same with ``--max-batch 1`` (each forward serves one request);
