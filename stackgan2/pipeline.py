@@ -22,13 +22,17 @@ then the conditioning-augmentation eps, as the official sampler draws a fresh CA
 seed gives the same noise on every device and batch size, all prompts share their noise (easy to
 compare), and image ``k`` of seed ``s`` is image 0 of seed ``s + k``.
 
-Batch independence: CPU kernels (MKL's GEMM, oneDNN's small convolutions) add up in another order for
-a forward of one to three rows than for four or more, which moves a few pixels by one level. Every
-generator forward therefore runs at least ``MIN_FORWARD_ROWS`` rows (short batches are padded with
-copies of their last row, dropped afterwards), so an image is the same bytes whether it was made
-alone, as image ``k`` of a batch, or beside other requests in ``stackgan2 serve``. Measured with one
-intra-op thread (how the tests and benchmarks run); with several threads MKL also splits the work by
-row count, and a batched image may then differ from a lone one by one level in a few pixels.
+Batch independence: CPU kernels (MKL's GEMM, oneDNN's convolutions) choose how to add up by the row
+count of a forward, so a row's floats depend on how many rows share its forward; on the shipped model
+more than half of the images differ by one level in a few pixels between forwards of 4 and of 6 to 16
+rows (padding short forwards to 4 rows, as this module once did, only made a lone image match batches
+of 4 or 5). On the CPU every generator forward therefore computes exactly one row, so an image is the
+same bytes whether it was made alone, as image ``k`` of a batch, or beside other requests in
+``stackgan2 serve``, for a given number of intra-op threads (1 and 2 threads round differently). That
+costs nothing there: 16 one-row forwards took less time than one 16-row forward on the CPUs measured.
+Other devices compute ``batch_size`` rows per forward (their speed is in batching) and promise no byte
+identity across batch sizes. The rows of an AttnGAN model with the official attention mask see each
+other's masks by design, so they always share their forward (``rows_interact``).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from stackgan2.config import ExperimentConfig
 from stackgan2.errors import CheckpointError, PromptError, UsageError
 from stackgan2.imaging import branch_strip, save_png, to_pil, wrap_text
 from stackgan2.io import atomic_directory, check_output_dir, read_format_json, sha256_file
-from stackgan2.networks import build_generator
+from stackgan2.models import build_generator
 from stackgan2.text import EncodedPrompts, PromptEncoder
 
 if TYPE_CHECKING:
@@ -71,7 +75,6 @@ TEXT_ENCODER_DIR = "text_encoder"
 MAX_IMAGES_PER_PROMPT = 256
 MAX_INTERPOLATION_STEPS = 64
 MAX_SEED = 2**63 - 1 - MAX_IMAGES_PER_PROMPT
-MIN_FORWARD_ROWS = 4  # see "Batch independence" above: 1-3 row forwards round differently on the CPU
 _EXPECTED = (
     "expected a pipeline directory (stackgan2 export), a run directory (runs/<name>) "
     "or a checkpoint file (runs/<name>/checkpoints/step-XXXXXXXX.safetensors)"
@@ -431,7 +434,8 @@ class Text2ImagePipeline:
 
         ``seed=None`` draws a random seed (reported as ``output.seed``); ``device`` moves the pipeline
         there (it stays there). Unusable prompts raise ``PromptError``; unknown words are reported in
-        ``output.unknown``. Images are generated ``batch_size`` at a time.
+        ``output.unknown``. Images are generated ``batch_size`` at a time (on the CPU one at a time, see
+        ``rows_per_forward``).
 
         Instead of prompts, ``embeddings`` (N, model.text_dim) conditions on sentence embeddings
         directly (e.g. char-CNN-RNN ones); ``labels`` (one per row, default ``"embedding i"``) then
@@ -485,6 +489,18 @@ class Text2ImagePipeline:
     def attends_to_words(self) -> bool:
         """Whether the generator takes word features (AttnGAN, StackGAN++ with ``g_word_attention``)."""
         return self.config.model.attends_to_words
+
+    @property
+    def rows_interact(self) -> bool:
+        """Whether a row's pixels depend on the other rows of its forward: AttnGAN with the official
+        attention mask (``model.attention_official_mask``, the imported released models), where a pixel
+        of one caption uses another caption's padding mask."""
+        return self.attends_to_words and self.config.model.attention_official_mask
+
+    def rows_per_forward(self, batch_size: int) -> int:
+        """How many rows one generator forward computes: one on the CPU (see "Batch independence" above),
+        ``batch_size`` elsewhere and wherever rows interact."""
+        return 1 if self.device.type == "cpu" and not self.rows_interact else batch_size
 
     def word_inputs(self, encoded: EncodedPrompts, rows: slice | torch.Tensor = slice(None)) -> dict[str, torch.Tensor]:
         """AttnGAN: the word features and mask of some encoded prompts, always padded to ``text.max_words``
@@ -562,7 +578,7 @@ class Text2ImagePipeline:
         """Row ``i``: sentence embedding ``embeddings[i]`` with the noise of seed ``seeds[i]`` -> PIL images per branch.
 
         The building block of ``stackgan2 serve``, which stacks the rows of several requests into one
-        forward; a row's images do not depend on the rows beside it. Models that attend to words (AttnGAN,
+        call; on the CPU a row's images do not depend on the rows beside it. Models that attend to words (AttnGAN,
         ``g_word_attention``) also need each row's ``words`` (``word_inputs``: features and mask, padded to ``text.max_words``).
         """
         if embeddings.shape[0] != len(seeds):
@@ -589,27 +605,26 @@ class Text2ImagePipeline:
         self, embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, batch_size: int,
         words: dict[str, torch.Tensor] | None = None,
     ) -> tuple[list[list[Image.Image]], list[list[torch.Tensor]] | None]:
-        """Run G_ema in batches of at least ``MIN_FORWARD_ROWS`` rows; returns PIL images per branch and,
+        """Run G_ema ``rows_per_forward(batch_size)`` rows at a time; returns PIL images per branch and,
         given ``words`` (the word features and mask, one row per image) of an AttnGAN model, the
         attention maps per refine stage and image."""
         _check_range("batch_size", batch_size, 1, 4096)
+        step = self.rows_per_forward(batch_size)
         branches: list[list[Image.Image]] = [[] for _ in self.config.model.resolutions]
         attention: list[list[torch.Tensor]] | None = None
-        for start in range(0, z.shape[0], batch_size):
-            part = slice(start, start + batch_size)
-            rows = z[part].shape[0]
-            pad = torch.full((max(0, MIN_FORWARD_ROWS - rows),), rows - 1, dtype=torch.long)
-            padded = [torch.cat([x[part], x[part][pad]]).to(self.device) for x in (z, embeddings, eps)]
-            extra = {k: torch.cat([v[part], v[part][pad.to(v.device)]]) for k, v in (words or {}).items()}
+        for start in range(0, z.shape[0], step):
+            part = slice(start, start + step)
+            inputs = [x[part].to(self.device) for x in (z, embeddings, eps)]
+            extra = {k: v[part] for k, v in (words or {}).items()}
             if not (extra and self.has_attention_strips):
-                images, _, _ = self.generator(*padded, **extra)
+                images, _, _ = self.generator(*inputs, **extra)
             else:
-                images, _, _, maps = self.generator(*padded, **extra, return_attention=True)
+                images, _, _, maps = self.generator(*inputs, **extra, return_attention=True)
                 attention = attention or [[] for _ in maps]
                 for out, stage in zip(attention, maps, strict=True):
-                    out.extend(stage[:rows].float().cpu())
+                    out.extend(stage.float().cpu())
             for out, image in zip(branches, images, strict=True):
-                out.extend(to_pil(image[:rows]))
+                out.extend(to_pil(image))
         return branches, attention
 
 
@@ -724,7 +739,10 @@ def _load_text_encoder(directory: Path, config: ExperimentConfig) -> PromptEncod
             f"the text encoder in {directory} gives {encoder.dim}-d embeddings but the generator expects "
             f"model.text_dim = {config.model.text_dim}; use the text encoder the model was trained with"
         )
-    return _text_side(encoder, keep_image=config.train.damsm_coef > 0)
+    # Just loaded, in float32 and ours alone: unlike save_pretrained, nothing needs _text_side's deep
+    # copy (3-9 ms of a cold `sample`).
+    image = encoder.image_encoder if config.train.damsm_coef > 0 else None
+    return PromptEncoder(encoder.vocab, encoder.text_encoder, encoder.config, encoder.head, image, encoder.metrics)
 
 
 def _is_pipeline_dir(directory: Path) -> bool:
