@@ -5,8 +5,10 @@ so it is tested without a server and reusable behind another front end:
 
 - request limits and parsing (``parse_json_body``, ``parse_image_request``): every way a request can be
   wrong becomes a ``RequestError`` carrying one message that names the problem and an HTTP status;
+  ``image_request_schema`` describes the same body as JSON Schema, for the server's OpenAPI document;
 - ``BatchingGenerator``: one worker thread owns the model; requests queued while it computes are
-  stacked into its next generator forward (up to ``max_batch`` images). Each request's prompt is
+  stacked into its next pass (up to ``max_batch`` images: one generator forward on an accelerator,
+  one forward per image on the CPU, see ``Text2ImagePipeline.rows_per_forward``). Each request's prompt is
   encoded on its own and its noise comes from its own seeds (``Text2ImagePipeline.render``), so a
   response is the same bytes whether the request was served alone or beside others (AttnGAN models:
   each request's word features and mask are padded to ``text.max_words`` slots, the mask covering
@@ -39,27 +41,10 @@ from stackgan2.pipeline import MAX_SEED, Text2ImagePipeline
 MAX_PROMPT_CHARS = 300
 MAX_IMAGES = 16            # images per request
 MAX_BODY_BYTES = 64 * 1024
-DEFAULT_MAX_BATCH = 16     # images per generator forward, summed over the stacked requests
+DEFAULT_MAX_BATCH = 16     # images per pass of the worker, summed over the stacked requests
 DEFAULT_GATHER_MS = 5.0    # an idle worker waits this long for companions before computing a lone request
 ALL_STAGES = "all"
 REQUEST_FIELDS = ("prompt", "n", "seed", "stage")
-
-# The POST /v1/images body as JSON Schema, for the OpenAPI page (parse_image_request is what enforces it).
-IMAGE_REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["prompt"],
-    "additionalProperties": False,
-    "properties": {
-        "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS, "example": "a small red bird with black wings"},
-        "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1, "description": "images; image k uses seed + k"},
-        "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED, "default": None,
-                 "description": "noise seed; null draws one (returned as 'seed')"},
-        "stage": {"type": "string", "example": "all",
-                  "description": "'all' or one branch resolution of the model (64, 128 or 256 for the shipped model); "
-                                 "default: the final branch"},
-    },
-}
-
 
 class RequestError(UsageError):
     """A request the server refuses: one message naming the problem, and the HTTP status to answer with."""
@@ -94,6 +79,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _whole_as_int(value: Any) -> Any:
+    """A whole-number float as its int (JSON, and OpenAPI 3.1's JSON Schema, count ``9.0`` as the integer 9);
+    anything else (``9.5``, NaN, booleans, strings) unchanged, for the caller to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def parse_json_body(body: bytes, content_type: str | None) -> Any:
     """The decoded JSON of a request body; 415 for another content type, 413 over ``MAX_BODY_BYTES``, 400 if malformed."""
     media_type = (content_type or "").split(";")[0].strip().lower()
@@ -111,6 +102,29 @@ def stage_choices(resolutions: Sequence[int]) -> list[str]:
     return [str(r) for r in resolutions] + [ALL_STAGES]
 
 
+def image_request_schema(resolutions: Sequence[int]) -> dict[str, Any]:
+    """The ``POST /v1/images`` body, as JSON Schema, for a model with these branch resolutions (for the OpenAPI
+    page; ``parse_image_request`` is what enforces it). ``stage`` is "all" or a resolution, as a string or an
+    integer; ``n`` and ``seed`` may be written ``9.0``, which JSON Schema counts as an integer."""
+    return {
+        "type": "object",
+        "required": ["prompt"],
+        "additionalProperties": False,
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS,
+                       "example": "a small red bird with black wings"},
+            "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1,
+                  "description": "images; image k uses seed + k"},
+            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED, "default": None,
+                     "description": "noise seed; null draws one (returned as 'seed')"},
+            "stage": {"enum": [*stage_choices(resolutions), *resolutions], "default": str(resolutions[-1]),
+                      "example": ALL_STAGES,
+                      "description": "'all' or one branch resolution of the model (a string or an integer); "
+                                     "default: the final branch"},
+        },
+    }
+
+
 def parse_image_request(payload: Any, resolutions: Sequence[int]) -> ImageRequest:
     """Check a decoded ``POST /v1/images`` body against the limits; ``RequestError`` (422) names the first problem."""
     if not isinstance(payload, dict):
@@ -125,18 +139,19 @@ def parse_image_request(payload: Any, resolutions: Sequence[int]) -> ImageReques
         raise RequestError("prompt is empty; describe the image in words, e.g. \"a small red bird\"")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise RequestError(f"prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS} are accepted")
-    n = payload.get("n", 1)
+    # the messages quote the value as sent: "got 17.0", not "got 17"
+    n = _whole_as_int(sent_n := payload.get("n", 1))
     if not _is_int(n) or not 1 <= n <= MAX_IMAGES:
-        raise RequestError(f"n must be an integer between 1 and {MAX_IMAGES}, got {json.dumps(n)}")
-    seed = payload.get("seed")
+        raise RequestError(f"n must be an integer between 1 and {MAX_IMAGES}, got {json.dumps(sent_n)}")
+    seed = _whole_as_int(sent_seed := payload.get("seed"))
     if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
-        raise RequestError(f"seed must be null or an integer between 0 and {MAX_SEED}, got {json.dumps(seed)}")
-    stage = payload.get("stage", str(resolutions[-1]))
+        raise RequestError(f"seed must be null or an integer between 0 and {MAX_SEED}, got {json.dumps(sent_seed)}")
+    stage = _whole_as_int(sent_stage := payload.get("stage", str(resolutions[-1])))
     choices = stage_choices(resolutions)
     if _is_int(stage):
         stage = str(stage)
     if stage not in choices:
-        raise RequestError(f"stage must be one of {', '.join(choices)}, got {json.dumps(stage)}")
+        raise RequestError(f"stage must be one of {', '.join(choices)}, got {json.dumps(sent_stage)}")
     branches = tuple(range(len(resolutions))) if stage == ALL_STAGES else (choices.index(stage),)
     # a drawn seed, as Text2ImagePipeline draws one; it is returned so the images can be made again
     return ImageRequest(prompt, n, seed if seed is not None else secrets.randbelow(2**31), branches)
@@ -152,12 +167,14 @@ _STOP = object()
 
 
 class BatchingGenerator:
-    """One worker thread runs the model; requests that arrive together share one generator forward.
+    """One worker thread runs the model; requests that arrive together share one pass (one generator
+    forward on an accelerator; on the CPU each image has a forward to itself, as fast there, so that
+    its bytes cannot depend on its companions).
 
     ``submit`` queues a request and returns a ``concurrent.futures.Future``. The worker takes the
     oldest request, gathers those already waiting (or arriving within ``gather_ms``) while the total
     stays within ``max_batch`` images, encodes each prompt on its own, renders all their rows at once
-    and hands every request its own images. ``batch_sizes`` keeps the recent forwards' image counts.
+    and hands every request its own images. ``batch_sizes`` keeps the recent passes' image counts.
     An AttnGAN model with the official attention mask (``model.attention_official_mask``, the imported
     released models) gives a pixel of one row another row's mask, so there each request has its
     forward to itself: its images must not depend on the requests beside it.
@@ -171,7 +188,7 @@ class BatchingGenerator:
         self.pipe = pipe
         self.max_batch = max_batch
         self.gather_s = gather_ms / 1000
-        self.alone = pipe.attends_to_words and pipe.config.model.attention_official_mask
+        self.alone = pipe.rows_interact
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="stackgan2-generator", daemon=True)

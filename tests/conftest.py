@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +49,7 @@ def make_tiny_pipeline(seed: int = 0, arch: str = "stackgan2"):
     """A tiny-preset ``Text2ImagePipeline`` built directly (no training), 8/16/32 px, vocabulary of TINY_CAPTIONS;
     ``arch`` chooses the model family (``attngan``: attention refine stages at tiny size)."""
     from stackgan2.config import resolve_config
-    from stackgan2.networks import build_generator, init_weights
+    from stackgan2.models import build_generator, init_weights
     from stackgan2.pipeline import Text2ImagePipeline
     from stackgan2.text import PromptEncoder, TextEncoder, Vocabulary
 
@@ -61,6 +70,31 @@ def make_damsm_encoder(text_cfg):
     vocab = Vocabulary(["a", "red", "blue", "bird", "with", "wings", "black"])
     tc = text_cfg
     return PromptEncoder(vocab, TextEncoder(len(vocab), tc.word_dim, tc.dim), tc, None, ImageEncoder(tc.dim, tc.image_width))
+
+
+@contextlib.contextmanager
+def cli_server(log: Path, *args: str) -> Iterator[str]:
+    """The real ``stackgan2 serve --port 0 --device cpu *args`` (the shipped model unless ``args`` name one) as
+    a subprocess; yields its base URL, read from the startup line. All its output goes to ``log``. On leaving
+    it gets Ctrl-C, and it must stop cleanly (exit 0) in 30 s."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "stackgan2.cli", "serve", "--port", "0", "--device", "cpu", *args],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (match := re.search(r" at (http://127\.0\.0\.1:\d+)/", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, f"stackgan2 serve did not start:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield match.group(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, f"stackgan2 serve exited with {process.returncode}:\n{log.read_text()}"
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,13 +18,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_tiny_pipeline
+from conftest import cli_server, make_tiny_pipeline
 
 from stackgan2.cli.main import app as cli_app
 from stackgan2.imaging import png_bytes
-from stackgan2.networks import build_generator
+from stackgan2.models import build_generator
 from stackgan2.pipeline import Text2ImagePipeline, shipped_model_dir
-from stackgan2.serving import MAX_BODY_BYTES, BatchingGenerator, ImageRequest, model_info, parse_image_request
+from stackgan2.serving import (
+    MAX_BODY_BYTES,
+    BatchingGenerator,
+    ImageRequest,
+    RequestError,
+    image_request_schema,
+    model_info,
+    parse_image_request,
+)
 
 SHIPPED = shipped_model_dir()
 needs_shipped = pytest.mark.skipif(SHIPPED is None, reason="no pretrained toy-birds model in assets/toy-birds")
@@ -123,26 +129,17 @@ def test_concurrent_requests_get_exactly_the_images_they_get_alone(shipped_serve
 @needs_shipped
 def test_cli_serve_sample_and_pipeline_give_identical_png_bytes(runner, shipped, tmp_path):
     """The real command: startup prints the URL; its PNG equals `stackgan2 sample`'s file and the pipeline's."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stackgan2.cli", "serve", "--port", "0", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"serving toy-birds \(cpu\) at (http://127\.0\.0\.1:\d+)/", line)
-        assert match, line + process.stdout.read() if process.poll() is not None else line
-        url = match.group(1)
+    log = tmp_path / "serve.log"
+    with cli_server(log) as url:
+        assert f"serving toy-birds (cpu) at {url}/" in log.read_text().splitlines()[0], log.read_text()
         assert httpx.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
         response = post(url, {"prompt": "a small orange bird", "seed": 42}, Accept="image/png")
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         assert response.headers["x-seed"] == "42"
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-    result = runner.invoke(cli_app, ["sample", "a small orange bird", "--seed", "42", "--device", "cpu", "-o", str(tmp_path)])
+    out = tmp_path / "sample"
+    result = runner.invoke(cli_app, ["sample", "a small orange bird", "--seed", "42", "--device", "cpu", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    (written,) = tmp_path.glob("*.png")
+    (written,) = out.glob("*.png")
     assert written.read_bytes() == response.content
     assert png_bytes(shipped("a small orange bird", seed=42).images[0]) == response.content
 
@@ -168,6 +165,54 @@ BAD_REQUESTS = [
     ({"prompt": "a red bird", "colour": "red"}, 422, "unknown field 'colour'"),
     ([{"prompt": "a red bird"}], 422, "must be a JSON object"),
 ]
+
+
+def test_whole_number_floats_are_integers_as_json_schema_counts_them():
+    """OpenAPI 3.1's JSON Schema counts 9.0 as the integer 9 (and clients send it): the request is 9's."""
+    as_floats = parse_image_request({"prompt": "a red bird", "n": 9.0, "seed": 7.0, "stage": 16.0}, [8, 16, 32])
+    assert as_floats == ImageRequest("a red bird", 9, 7, (1,))
+    assert type(as_floats.n) is int and type(as_floats.seed) is int
+    assert parse_image_request({"prompt": "a red bird", "seed": 0.0, "stage": 32}, [8, 16, 32]).branches == (2,)
+
+
+NOT_INTEGERS = [
+    ("n", 9.5, "n must be an integer between 1 and 16, got 9.5"),
+    ("n", True, "n must be an integer between 1 and 16, got true"),
+    ("n", math.nan, "n must be an integer between 1 and 16, got NaN"),
+    ("n", 17.0, "n must be an integer between 1 and 16, got 17.0"),
+    ("seed", 9.5, "got 9.5"),
+    ("seed", True, "got true"),
+    ("seed", math.inf, "got Infinity"),
+    ("seed", -1.0, "got -1.0"),
+    ("seed", float(2**63), "got 9.223372036854776e+18"),  # whole, but past MAX_SEED
+    ("stage", 16.5, 'stage must be one of 8, 16, 32, all, got 16.5'),
+    ("stage", True, "got true"),
+    ("stage", -math.inf, "got -Infinity"),
+    ("stage", 64.0, "got 64.0"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), NOT_INTEGERS)
+def test_fractions_booleans_and_non_finite_numbers_are_refused_naming_the_value_sent(field, value, message):
+    with pytest.raises(RequestError, match=re.escape(message)) as refused:
+        parse_image_request({"prompt": "a red bird", field: value}, [8, 16, 32])
+    assert refused.value.status == 422
+
+
+def test_request_schema_offers_the_models_stages_as_strings_and_integers():
+    schema = image_request_schema([64, 128, 256])
+    assert schema["required"] == ["prompt"] and schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {"prompt", "n", "seed", "stage"}
+    stage = schema["properties"]["stage"]
+    assert stage["enum"] == ["64", "128", "256", "all", 64, 128, 256] and stage["default"] == "256"
+    assert "type" not in stage  # the enum holds strings and integers
+    for value in stage["enum"]:  # every value the schema allows is one the parser takes
+        request = parse_image_request({"prompt": "a red bird", "stage": value}, [64, 128, 256])
+        assert request.branches == ((0, 1, 2) if value == "all" else ([64, 128, 256].index(int(value)),))
+    n, seed = schema["properties"]["n"], schema["properties"]["seed"]
+    assert (n["type"], n["minimum"], n["maximum"]) == ("integer", 1, 16)
+    assert seed["type"] == ["integer", "null"] and seed["minimum"] == 0 and type(seed["maximum"]) is int
+    assert image_request_schema([8, 16, 32])["properties"]["stage"]["enum"] == ["8", "16", "32", "all", 8, 16, 32]
 
 
 @pytest.mark.parametrize(("body", "status", "message"), BAD_REQUESTS)
