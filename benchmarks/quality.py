@@ -29,7 +29,7 @@ generator ignores its noise). ``--iterations N`` replaces the clock: the run tra
 exactly N iterations (``--max-steps N``) and is judged once; its seconds are still reported.
 
 Run one study row at a time on an otherwise idle core, e.g. ``taskset -c 0 env OMP_NUM_THREADS=1``:
-two CPU jobs at once slow each other several-fold (README, Performance).
+two CPU jobs at once slow each other several-fold (docs/performance.md).
 """
 
 from __future__ import annotations

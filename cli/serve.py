@@ -46,7 +46,7 @@ def serve(
     port: Annotated[int, Opt("--port", min=0, max=65535, help="TCP port (0: any free port).")] = 8000,
     device: DeviceOpt = "auto",
     max_batch: Annotated[
-        int, Opt("--max-batch", min=1, max=256, help="Most images in one generator forward, over the requests stacked into it.")
+        int, Opt("--max-batch", min=1, max=256, help="Most images in one pass of the worker, over the requests gathered into it (one generator forward per image on the CPU, one per pass elsewhere).")
     ] = MAX_BATCH,
     gather_ms: Annotated[
         float, Opt("--gather-ms", min=0, help="How long an idle server waits for more requests to stack with a new one.")

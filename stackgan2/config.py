@@ -173,7 +173,7 @@ class TextConfig(_Frozen):
     gamma3: float = Field(10.0, gt=0, description="sentence/image softmax scale (AttnGAN CUB: 10)")
 
 
-# Levers of our own that the quality study measured as no gain, removed after 0.1.0 (commit 025f5e8 has
+# Levers of our own that the quality study measured as no gain, removed after commit 025f5e8 (it has
 # them), each with the value that meant "off". Configs stored before (run directories, checkpoints, exported
 # models) still carry them: TrainConfig drops them when off, so those files keep loading and resuming, and
 # refuses them when on, since this version can neither train nor resume such a run as it was meant.
@@ -282,9 +282,9 @@ class TrainConfig(_Frozen):
         for name, off in _REMOVED_TRAIN_FIELDS.items():
             if name in data and data[name] != off:
                 # Raised inside the train section, so the message reads "train: hard_wrong was removed ...".
-                raise ValueError(f"{name} was removed after 0.1.0 (commit 025f5e8 has it; the quality study measured "
-                                 f"no gain), but this config has it on ({data[name]!r}): remove the key to train "
-                                 f"without it, or use 0.1.0 to go on with it")
+                raise ValueError(f"{name} was removed after commit 025f5e8 (the quality study measured no gain), but "
+                                 f"this config has it on ({data[name]!r}): remove the key to train without it, or "
+                                 f"use commit 025f5e8 to go on with it")
         return {key: value for key, value in data.items() if key not in _REMOVED_TRAIN_FIELDS}
 
 

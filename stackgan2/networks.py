@@ -4,6 +4,8 @@
 the feature critic) and ``stackgan2.models`` (the builders). Nothing inside the package imports this module.
 """
 
+import warnings
+
 from stackgan2.models import build_discriminators, build_generator, count_parameters, init_weights  # noqa: F401
 from stackgan2.models.blocks import (  # noqa: F401
     GLU,
@@ -25,3 +27,6 @@ from stackgan2.models.blocks import (  # noqa: F401
     glu_block,
 )
 from stackgan2.models.stackgan2 import FeatureCritic, Generator  # noqa: F401
+
+warnings.warn("stackgan2.networks is deprecated and will be removed; import from stackgan2.models", DeprecationWarning,
+              stacklevel=2)

@@ -89,7 +89,7 @@ def stage_count(records: list[Record]) -> int:
 def loss_terms(records: list[Record]) -> list[str]:
     """The loss keys present in ``records``, in display order."""
     stages = range(stage_count(records))
-    ordered = [f"D{i}/total" for i in stages] + ["F/total"]
+    ordered = [f"D{i}/total" for i in stages] + [f"D{i}/{t}" for i in stages for t in ("ma_gp", "recon")] + ["F/total"]
     ordered += [f"G{i}/{part}" for i in stages for part in ("cond", "uncond")]
     ordered += ["G/adversarial", "G/feature_d", "KL", "color", "DAMSM/word", "DAMSM/sentence", "DAMSM/swap", "mode_seeking", "G/total"]
     present = {key for record in records for key in record}
@@ -142,7 +142,7 @@ def plot_losses(records: list[Record], out: Path, window: int = 25, log_y: bool 
          [(f"G{i}/{part}", i, style) for i in stages for part, style in (("cond", "-"), ("uncond", "--"))]
          + [("G/feature_d", len(stages), "-")]),
         ("KL (conditioning augmentation)", [("KL", 0, "-")]),
-        ("colour consistency, DAMSM (word, sentence, swap), mode seeking; unweighted",
+        ("colour consistency, DAMSM (word, sentence), mode seeking; unweighted",
          [("color", 0, "-"), ("DAMSM/word", 1, "-"), ("DAMSM/sentence", 2, "-"), ("DAMSM/swap", 3, "-"),
           ("mode_seeking", 4, "-")]),
     ]

@@ -63,14 +63,14 @@ def test_unknown_preset_and_unknown_key(tmp_path: Path):
         resolve_config("toy", file)
 
 
-# Options removed after 0.1.0 (the quality study measured no gain), with the value that meant "off".
+# Options removed after commit 025f5e8 (the quality study measured no gain), with the value that meant "off".
 REMOVED_OFF = {"hard_wrong": 0.0, "damsm_augment": False, "damsm_swap_negatives": 0}
 REMOVED_ON = {"hard_wrong": 0.5, "damsm_augment": True, "damsm_swap_negatives": 4}
 REMOVED_FLAGS = [["--hard-wrong", "0.5"], ["--damsm-augment"], ["--no-damsm-augment"], ["--damsm-swap-negatives", "4"]]
 
 
 def _stored_0_1_config() -> dict:
-    """A run's config.json written by 0.1.0 (commit 025f5e8): it has the removed options, all off."""
+    """A run's config.json written by commit 025f5e8: it has the removed options, all off."""
     return json.loads((Path(__file__).parent / "fixtures/pre-models/run-stackgan2/config.json").read_text())
 
 
@@ -81,7 +81,7 @@ def test_old_configs_with_the_removed_options_off_load_as_if_they_lacked_them(tm
     cfg = ExperimentConfig.from_json(json.dumps(stored))
     assert cfg == ExperimentConfig.from_json(json.dumps(without))
     assert not REMOVED_OFF.keys() & json.loads(cfg.to_json())["train"].keys()
-    file = tmp_path / "old.toml"  # a config file of 0.1.0 that spells the defaults out
+    file = tmp_path / "old.toml"  # a config file of commit 025f5e8 that spells the defaults out
     file.write_text("[train]\nhard_wrong = 0.0\ndamsm_augment = false\ndamsm_swap_negatives = 0\n")
     assert resolve_config("tiny", file) == resolve_config("tiny")
 
@@ -93,12 +93,12 @@ def test_an_old_config_with_a_removed_option_on_is_refused_in_one_line(tmp_path:
     with pytest.raises(ConfigError) as refused:
         ExperimentConfig.from_json(json.dumps(stored))
     message = str(refused.value)
-    assert message == (f"invalid stored config: train: {name} was removed after 0.1.0 (commit 025f5e8 has it; the "
-                       f"quality study measured no gain), but this config has it on ({REMOVED_ON[name]!r}): remove "
-                       f"the key to train without it, or use 0.1.0 to go on with it")
+    assert message == (f"invalid stored config: train: {name} was removed after commit 025f5e8 (the quality study "
+                       f"measured no gain), but this config has it on ({REMOVED_ON[name]!r}): remove the key to "
+                       f"train without it, or use commit 025f5e8 to go on with it")
     file = tmp_path / "old.toml"
     file.write_text(f"[train]\n{name} = {json.dumps(REMOVED_ON[name])}\n")
-    with pytest.raises(ConfigError, match=rf"^train: {name} was removed after 0\.1\.0 \(commit 025f5e8"):
+    with pytest.raises(ConfigError, match=rf"^train: {name} was removed after commit 025f5e8 \(the quality study"):
         resolve_config("tiny", file)
 
 

@@ -126,3 +126,18 @@ def test_the_flag_sets_it(tmp_path):
                                       "--d-recon-coef", "0.5"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[: result.output.rindex("}") + 1])["train"]["d_recon_coef"] == 0.5
+
+
+@pytest.mark.parametrize("first, then", [(["--d-recon-coef", "1"], ["--d-recon-coef", "0"]), ([], ["--d-recon-coef", "1"])])
+def test_switching_the_decoders_on_or_off_at_resume_is_one_usage_error(first, then, tmp_path, text_encoder_dir):
+    from typer.testing import CliRunner
+
+    run = tmp_path / "run"
+    common = ["--quiet", "train", "--preset", "tiny", "--device", "cpu", "--text-encoder", str(text_encoder_dir),
+              "--run-dir", str(run), "--checkpoint-every", "2"]
+    assert CliRunner().invoke(app, [*common, *first, "--max-steps", "2"]).exit_code == 0
+    result = CliRunner().invoke(app, [*common, *then, "--max-steps", "4", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "was trained with" in result.output and "--d-recon-coef" in result.output
+    assert "--init-from" in result.output and "Traceback" not in result.output
+    assert [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()][-1] == 2

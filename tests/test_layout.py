@@ -127,3 +127,22 @@ def test_the_training_step_is_short():
 
     assert len(inspect.getsource(trainer).splitlines()) < 550
     assert len(inspect.getsource(trainer.Trainer._train_step).splitlines()) < 40
+
+
+def test_old_import_paths_still_work_and_say_where_to_go():
+    import importlib
+    import sys
+
+    import pytest
+
+    from stackgan2.models.attngan import AttnGANGenerator
+    from stackgan2.models.stackgan2 import Generator
+    from stackgan2.training.objectives import stackgan1_generator_loss
+
+    expected = {"stackgan2.networks": ("Generator", Generator), "stackgan2.attention": ("AttnGANGenerator", AttnGANGenerator),
+                "stackgan2.stackgan1": ("generator_loss", stackgan1_generator_loss)}
+    for name, (attribute, value) in expected.items():
+        sys.modules.pop(name, None)
+        with pytest.warns(DeprecationWarning, match=f"{name} is deprecated"):
+            module = importlib.import_module(name)
+        assert getattr(module, attribute) is value

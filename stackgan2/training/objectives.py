@@ -15,9 +15,9 @@ discriminators and the generator:
 A **term** is a lever with one interface: built from the config, it returns its unweighted loss and the
 stats it logs (under the ``stats.jsonl`` names), and may add a loss to each discriminator (MA-GP, FastGAN's
 reconstruction, whose decoders D's optimiser trains with D) or run its own optimiser step after them (the
-feature D). ``build_terms`` lists the active ones in the order
-the G loss sums them; the trainer weights each by ``term.coef``. Adding a lever is a term class here,
-its config field, its flag and its tests.
+feature D); it says what it needs (extra G rows, the captions' DAMSM features, the DAMSM image encoder).
+``build_terms`` lists the active ones in the order the G loss sums them; the trainer weights each by
+``term.coef``. Adding a lever is a term class here, its config field, its flag and its tests.
 """
 
 from __future__ import annotations
@@ -152,9 +152,18 @@ class Term:
     """A lever of the training step. ``coef`` weights ``generator_loss`` in G's total; a term may also
     add a loss to every discriminator (``discriminator_loss``, with parameters of its own that D's optimiser
     trains with D: ``discriminator_parameters``), run its own update after them (``discriminator_update``),
-    and own trained modules and optimisers (checkpointed under their names)."""
+    and own trained modules and optimisers (checkpointed under their names). What it needs from the step:
+    ``extra_rows`` more generator rows per batch, the captions' DAMSM features (``needs_captions``), the
+    DAMSM image encoder (``needs_image_encoder``, then ``field`` names its config field in the error)."""
 
     coef: float = 0.0
+    field: str = ""
+    needs_captions = False
+    needs_image_encoder = False
+
+    def extra_rows(self, batch: int) -> int:
+        """Rows the generator draws beyond the batch for this term (``Step.twins``)."""
+        return 0
 
     def generator_loss(self, step: Step) -> Losses | None:
         """The unweighted G loss and its stats (``stats.jsonl`` names), or None for a D-only term."""
@@ -199,7 +208,8 @@ class ColourConsistency(Term):
 
     def generator_loss(self, step: Step) -> Losses:
         with step.autocast():
-            color = color_consistency_loss([f.float() for f in step.fakes]) if self.coef > 0 else step.mu.new_zeros(())
+            color = (color_consistency_loss([f.float() for f in step.fakes]) if self.coef > 0
+                     else step.mu.new_zeros((), dtype=torch.float32))
         return color, {"color": color.detach()}
 
 
@@ -211,8 +221,7 @@ class ModeSeeking(Term):
     def __init__(self, t: TrainConfig) -> None:
         self.coef = t.ms_coef
 
-    @staticmethod
-    def twins(batch: int) -> int:
+    def extra_rows(self, batch: int) -> int:
         return batch // 2
 
     def generator_loss(self, step: Step) -> Losses:
@@ -280,6 +289,8 @@ class DAMSM(Term):
     COCO), scored by the frozen pretrained encoders in float32 on the last branch (official) or the mean
     over every branch (``train.damsm_branches = "all"``)."""
 
+    field, needs_captions, needs_image_encoder = "train.damsm_coef", True, True
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.coef, self.every_branch = cfg.train.damsm_coef, cfg.train.damsm_branches == "all"
         self.gammas = (cfg.text.gamma1, cfg.text.gamma2, cfg.text.gamma3)
@@ -303,6 +314,8 @@ class FeatureD(Term):
     """A discriminator head on the frozen DAMSM image encoder's region features (``FeatureCritic``,
     ``train.feature_d_coef``): updated after the stage discriminators on the last branch's real, wrong and
     fake images with the caption's sentence embedding, at D's rate; its adversarial loss joins G's."""
+
+    field, needs_captions, needs_image_encoder = "train.feature_d_coef", True, True
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device, optimizer_options: dict,
                  scaler: torch.amp.GradScaler) -> None:

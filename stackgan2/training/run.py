@@ -19,6 +19,7 @@ from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult
 from stackgan2.training.weights import copy_text_encoder, load_initial_weights
 
 log = logging.getLogger("stackgan2.training")
+TRAINED_LEVERS = ("feature_d_coef", "d_recon_coef")  # train.* levers that own trained weights
 SAMPLE_CAPTIONS = 8
 
 
@@ -51,6 +52,14 @@ def prepare_config(
             f"run {run.root} was trained with other settings for {', '.join(changed)}; "
             "use a new --name to train a different model"
         )
+    # Levers with weights of their own (the feature D, FastGAN's decoders, which D's optimisers step) are
+    # checkpointed only when on: switching one on or off cannot continue the run's state.
+    for field in TRAINED_LEVERS:
+        before, now = getattr(stored.train, field) > 0, getattr(cfg.train, field) > 0
+        if before != now:
+            flag = "--" + field.replace("_", "-")
+            raise UsageError(f"run {run.root} was trained {'with' if before else 'without'} {flag}; resume it "
+                             f"{'with' if before else 'without'} it, or start a new run from it with --init-from")
     return cfg, True
 
 

@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN.md "Training"), in one place.
+"""The run directory contract (docs/training.md, "The run directory"), in one place.
 
     runs/<name>/
       config.json      resolved ExperimentConfig, written before the first step
@@ -6,6 +6,7 @@
       checkpoints/     step-XXXXXXXX.safetensors + .json
       samples/         epoch-XXXX.png grids of every branch
       text_encoder/    the text encoder used (safetensors + vocab.json + config.json)
+      tensorboard/     with train.tensorboard: the same scalars and the sample grids as events
 """
 
 from __future__ import annotations

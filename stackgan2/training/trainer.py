@@ -5,7 +5,7 @@ Stage I, or Stage II on a frozen Stage-I G, left out of the optimiser).
 Per iteration (``_train_step``): one generator forward; for every trained branch a discriminator update
 with the family's D loss plus the terms' D losses (``training.objectives``); the terms' own updates (the
 feature D); one generator update through the freshly updated, frozen discriminators with the family's
-adversarial loss plus every active term times its weight; then the G_ema update (``training.ema``). The
+adversarial loss plus every active term times its weight; then the G_ema update (``training.schedules``). The
 loop reports through ``progress_fn``; ``train.lr_decay_every`` halves both rates every N epochs (v1).
 
 Exact resume: all randomness of an iteration comes from (a) the dataset, which derives every item's
@@ -51,7 +51,7 @@ from stackgan2.training.distributed import (
     gather_tensors,
 )
 from stackgan2.training.loop import EpochBatches, StopSignals, collate, ignore_stop_signals, steps_per_epoch
-from stackgan2.training.objectives import OBJECTIVES, ModeSeeking, Step, build_terms
+from stackgan2.training.objectives import OBJECTIVES, Step, build_terms
 from stackgan2.training.rundir import RunDir
 from stackgan2.training.schedules import apply_optimizer_settings, learning_rate, update_ema
 from stackgan2.training.tensorboard import TensorBoardLog, tensorboard_log
@@ -159,7 +159,7 @@ class Trainer:
     @property
     def needs_caption_features(self) -> bool:
         """Whether every step needs the DAMSM features of its captions (``attach_text_encoder``)."""
-        return self.cfg.train.damsm_coef > 0 or self.cfg.train.feature_d_coef > 0 or self.cfg.model.attends_to_words
+        return self.cfg.model.attends_to_words or any(term.needs_captions for term in self.terms)
 
     def _generator_inputs(self, text: CaptionFeatures | None) -> dict[str, Tensor]:
         """The extra inputs of a generator that attends to words (AttnGAN, ``g_word_attention``): the
@@ -169,12 +169,10 @@ class Trainer:
     def attach_text_encoder(self, encoder: Any) -> None:
         """The pretrained ``PromptEncoder`` whose frozen encoders give word features and the DAMSM loss."""
         damsm = FrozenDAMSM(encoder, self.device)
-        if self.cfg.train.damsm_coef > 0 and not damsm.has_image_encoder:
-            raise CheckpointError("train.damsm_coef > 0 needs a text encoder saved with its DAMSM image encoder "
-                                  "(as `stackgan2 pretrain-text` writes it)")
-        if self.cfg.train.feature_d_coef > 0 and not damsm.has_image_encoder:
-            raise CheckpointError("train.feature_d_coef > 0 needs a text encoder saved with its DAMSM image encoder "
-                                  "(as `stackgan2 pretrain-text` writes it)")
+        for term in self.terms:
+            if term.needs_image_encoder and not damsm.has_image_encoder:
+                raise CheckpointError(f"{term.field} > 0 needs a text encoder saved with its DAMSM image encoder "
+                                      "(as `stackgan2 pretrain-text` writes it)")
         self.damsm = damsm
 
     # ----------------------------------------------------------------------------------- the step
@@ -201,7 +199,7 @@ class Trainer:
 
     def train_step(self, real: list[Tensor], wrong: list[Tensor], embedding: Tensor,
                    text: CaptionFeatures | None = None) -> dict[str, Tensor]:
-        """One official StackGAN-v2 iteration; returns every loss term (detached tensors).
+        """One iteration of the configured family and terms; returns every loss term (detached tensors).
 
         ``text``: the DAMSM features of the batch's captions, needed when ``needs_caption_features``.
 
@@ -267,7 +265,7 @@ class Trainer:
                   text: CaptionFeatures | None) -> Step:
         """One G forward over the batch (and, with mode seeking, half a batch of twins with new noise)."""
         batch = embedding.shape[0]
-        pairs = ModeSeeking.twins(batch) if self.cfg.train.ms_coef > 0 else 0
+        pairs = sum(term.extra_rows(batch) for term in self.terms)
         z = torch.randn(batch + pairs, self.cfg.model.z_dim, device=self.device, generator=self.noise)
         eps = torch.randn(batch + pairs, self.cfg.model.eps_dim, device=self.device, generator=self.noise)
         with self._autocast():
@@ -439,49 +437,52 @@ class Trainer:
         # train.tensorboard: rank 0 also writes each stats record and sample grid as TensorBoard events
         # (_log, save_samples); the writer is closed however the loop ends.
         events = tensorboard_log(self.run.root, self.step, enabled=t.tensorboard and self.ctx.is_main)
-        with self._stop, events as self.board:
-            while self.step < total_steps:
-                dataset.set_epoch(self.epoch)
-                for name, opt in self._optimizers().items():
-                    for group in opt.param_groups:
-                        group["lr"] = learning_rate(t, name, self.epoch)
-                batches = EpochBatches(len(dataset), t.batch_size, t.seed, self.epoch, self.ctx, self.batch_in_epoch)
-                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
-                tick = fetch = time.perf_counter()
-                for batch in loader:
-                    real, wrong, embedding, text = self._to_device(batch)
-                    data_seconds = time.perf_counter() - fetch  # waiting for the loader + the copy to the device
-                    data_total += data_seconds
-                    try:
-                        stats = self.train_step(real, wrong, embedding, text)
-                        skipped_in_a_row = 0
-                    except NonFiniteLoss as exc:
-                        skipped_in_a_row += 1
-                        stats = self._skip_step(exc, skipped_in_a_row)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    if self.batch_in_epoch == per_epoch:
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                    now = time.perf_counter()
-                    seconds, tick = now - tick, now
-                    if self.step % t.log_every == 0 or self.step == total_steps or "skipped" in stats:
-                        last_stats = self._log(stats, seconds, data_seconds, embedding.shape[0] * self.ctx.world_size)
-                    report(self.progress_fn, "train", self.step, total_steps, epoch=self.epoch,
-                           D=sum(v for k, v in last_stats.items() if k.endswith("/total") and k.startswith("D")),
-                           G=last_stats.get("G/total", float("nan")))
-                    if self.step % t.checkpoint_every == 0 or self.step == total_steps:
-                        last_checkpoint = self.save() or last_checkpoint
-                    if self.batch_in_epoch == 0 and self.epoch % t.sample_every == 0 and sample_embeddings is not None:
-                        self.save_samples(sample_embeddings, sample_captions or [], self.epoch)
-                    if self._stop.received is not None:
-                        if self.step % t.checkpoint_every and self.step != total_steps:
+        try:
+            with self._stop, events as self.board:
+                while self.step < total_steps:
+                    dataset.set_epoch(self.epoch)
+                    for name, opt in self._optimizers().items():
+                        for group in opt.param_groups:
+                            group["lr"] = learning_rate(t, name, self.epoch)
+                    batches = EpochBatches(len(dataset), t.batch_size, t.seed, self.epoch, self.ctx, self.batch_in_epoch)
+                    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
+                    tick = fetch = time.perf_counter()
+                    for batch in loader:
+                        real, wrong, embedding, text = self._to_device(batch)
+                        data_seconds = time.perf_counter() - fetch  # waiting for the loader + the copy to the device
+                        data_total += data_seconds
+                        try:
+                            stats = self.train_step(real, wrong, embedding, text)
+                            skipped_in_a_row = 0
+                        except NonFiniteLoss as exc:
+                            skipped_in_a_row += 1
+                            stats = self._skip_step(exc, skipped_in_a_row)
+                        self.step += 1
+                        self.batch_in_epoch += 1
+                        if self.batch_in_epoch == per_epoch:
+                            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                        now = time.perf_counter()
+                        seconds, tick = now - tick, now
+                        if self.step % t.log_every == 0 or self.step == total_steps or "skipped" in stats:
+                            last_stats = self._log(stats, seconds, data_seconds, embedding.shape[0] * self.ctx.world_size)
+                        report(self.progress_fn, "train", self.step, total_steps, epoch=self.epoch,
+                               D=sum(v for k, v in last_stats.items() if k.endswith("/total") and k.startswith("D")),
+                               G=last_stats.get("G/total", float("nan")))
+                        if self.step % t.checkpoint_every == 0 or self.step == total_steps:
                             last_checkpoint = self.save() or last_checkpoint
-                        name = signal.Signals(self._stop.received).name
-                        raise TrainingInterrupted(f"{name} received: saved a checkpoint at step {self.step}; "
-                                                  "run the same command with --resume to continue", self._stop.received)
-                    if self.step >= total_steps:
-                        break
-                    fetch = time.perf_counter()
+                        if self.batch_in_epoch == 0 and self.epoch % t.sample_every == 0 and sample_embeddings is not None:
+                            self.save_samples(sample_embeddings, sample_captions or [], self.epoch)
+                        if self._stop.received is not None:
+                            if self.step % t.checkpoint_every and self.step != total_steps:
+                                last_checkpoint = self.save() or last_checkpoint
+                            name = signal.Signals(self._stop.received).name
+                            raise TrainingInterrupted(f"{name} received: saved a checkpoint at step {self.step}; "
+                                                      "run the same command with --resume to continue", self._stop.received)
+                        if self.step >= total_steps:
+                            break
+                        fetch = time.perf_counter()
+        finally:
+            self.board = None  # closed with the events: nothing writes to it after fit
         return TrainResult(self.run.root, self.step, self.epoch, last_checkpoint, last_stats,
                            time.perf_counter() - started, data_total)
 
