@@ -28,7 +28,9 @@ def model_summary(cfg: ModelConfig) -> tuple[Rows, dict[str, int]]:
         z, text = torch.zeros(2, cfg.z_dim), torch.zeros(2, cfg.text_dim)
         c_code, mu, _ = G.ca(text)
         rows = [("G.ca (ConditioningAugmentation)", count_parameters(G.ca), _shape(c_code))]
-        hidden = G.init_stage(torch.cat([c_code, z], dim=1))
+        # StackGAN++ levers: text fusion reads c, word attention a caption's words (one word here).
+        words = torch.zeros(2, cfg.text_dim, 1) if cfg.g_word_attention else None
+        hidden = G.init_stage(torch.cat([c_code, z], dim=1), c_code, words)
         rows.append(("G.init_stage (InitStage)", count_parameters(G.init_stage), _shape(hidden)))
         images = [G.to_images[0](hidden)]
         rows.append(("G.to_images.0 (ToImage)", count_parameters(G.to_images[0]), _shape(images[0])))
@@ -39,7 +41,7 @@ def model_summary(cfg: ModelConfig) -> tuple[Rows, dict[str, int]]:
                 rows.append((f"G.refine_stages.{i - 1}.attention (WordAttention)", count_parameters(refine.attention),
                              f"B x T x {size} x {size} maps + context B x {cfg.ngf} x {size} x {size}"))
             else:
-                hidden = refine(hidden, c_code)
+                hidden = refine(hidden, c_code, words)
             name = type(refine).__name__
             rows.append((f"G.refine_stages.{i - 1} ({name})", count_parameters(refine), _shape(hidden)))
             images.append(to_image(hidden))

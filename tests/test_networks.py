@@ -243,3 +243,20 @@ def test_ca_noise_scales_the_conditioning_noise():
     assert torch.allclose(c_half, mu + 0.5 * torch.exp(0.5 * logvar) * eps) and torch.equal(c0, mu)
     with pytest.raises(ConfigError, match="ca_noise"):
         resolve_config("attngan-toy", overrides={"model.ca_noise": 0.0})
+
+
+@pytest.mark.parametrize("levers", [{}, {"g_word_attention": True}], ids=["toy", "toy-word-attention"])
+def test_info_summary_runs_the_toy_recipe_and_its_levers(levers, runner):
+    """`stackgan2 info` (the README's first command) walks every stage of the toy preset, whose recipe turns
+    text fusion on (it crashed on it: the init stage got no c), and of word attention."""
+    from stackgan2.cli.main import app
+    from stackgan2.summary import model_summary
+
+    cfg = resolve_config("toy").model.model_copy(update=levers)
+    rows, totals = model_summary(cfg)
+    assert totals["generator"] == count_parameters(build_generator(cfg))
+    assert rows[-1][0].startswith("D.2") and "256 px" in rows[-1][0]
+    if not levers:
+        result = runner.invoke(app, ["info"])
+        assert result.exit_code == 0, result.output
+        assert "discriminators:" in result.output
