@@ -123,9 +123,10 @@ METRICS = ("attributes", "fid", "r-precision", "diversity")
 
 
 def judge(run_dir: Path, num_samples: int, seed: int, metrics: list[str] | None = None,
-          text_encoder: Path | None = None) -> dict[str, dict[str, float | None]]:
+          text_encoder: Path | None = None, classifier: Path | None = None) -> dict[str, dict[str, float | None]]:
     """``metrics`` (default attribute accuracy and classifier-feature FID) of every branch of the run's
-    latest checkpoint; R-precision is judged by the DAMSM encoders of ``text_encoder``."""
+    latest checkpoint; R-precision is judged by the DAMSM encoders of ``text_encoder``; attributes, FID and
+    diversity by ``classifier`` (default: the shipped toy-birds classifier)."""
     from stackgan2.pipeline import Text2ImagePipeline
 
     metrics = metrics or ["attributes", "fid"]
@@ -133,7 +134,8 @@ def judge(run_dir: Path, num_samples: int, seed: int, metrics: list[str] | None 
     out: dict[str, dict[str, float | None]] = {}
     for branch, size in enumerate(branches):
         report = evaluate_model(run_dir, metrics=metrics, num_samples=num_samples, seed=seed, branch=branch,
-                                device="cpu", text_encoder=text_encoder if "r-precision" in metrics else None)
+                                device="cpu", text_encoder=text_encoder if "r-precision" in metrics else None,
+                                classifier=classifier)
         scores = report["metrics"]
         row: dict[str, float | None] = {}
         if "attributes" in metrics:
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                         help="continue the finished row NAME (its flags, its clock) up to --minutes, adding evaluations")
     parser.add_argument("--metrics", default="attributes,fid",
                         help=f"comma-separated metrics of stackgan2 eval per branch, of {', '.join(METRICS)}")
+    parser.add_argument("--classifier", type=Path, default=None,
+                        help="attribute classifier that judges the row (default: the shipped toy-birds classifier; "
+                        "e.g. one trained with --toy-framing bird for a bird-framed row)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="train exactly this many iterations instead of --minutes, then judge once")
     args = parser.parse_args(own)
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         spent += train_segment(cmd, run_dir / "stats.jsonl", mark * 60 - spent)
         checkpoint = latest_checkpoint(run_dir / "checkpoints")
         tick = time.perf_counter()
-        branches = judge(run_dir, args.num_samples, args.eval_seed, metrics, text_encoder)
+        branches = judge(run_dir, args.num_samples, args.eval_seed, metrics, text_encoder, args.classifier)
         evals.append({"minutes": mark, "iterations": checkpoint.step, "seconds": round(spent, 1),
                       "eval_seconds": round(time.perf_counter() - tick, 1), "branches": branches})
         result = {
@@ -269,7 +274,7 @@ def _fixed_iterations(args: argparse.Namespace, run_dir: Path, train_args: list[
     spent = train_to(cmd, run_dir / "stats.jsonl")
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
     tick = time.perf_counter()
-    branches = judge(run_dir, args.num_samples, args.eval_seed, metrics, text_encoder)
+    branches = judge(run_dir, args.num_samples, args.eval_seed, metrics, text_encoder, args.classifier)
     this = shlex.join(["python", "benchmarks/quality.py", *argv])
     result = {
         "name": args.name, "config": train_args, "iterations": checkpoint.step, "seconds": round(spent, 1),

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from stackgan2.cli.common import RichProgress, console, handle_errors
-from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Preset
+from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Preset, ToyFraming
 
 if TYPE_CHECKING:
     from stackgan2.config import ExperimentConfig
@@ -22,10 +22,11 @@ Opt = typer.Option
 
 
 def _config(preset: str, config: Path | None, dataset: str | None, data_dir: Path | None,
-            cache_dir: Path | None) -> ExperimentConfig:
+            cache_dir: Path | None, toy_framing: str | None) -> ExperimentConfig:
     from stackgan2.config import resolve_config
 
-    return resolve_config(preset, config, {"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir})
+    return resolve_config(preset, config, {"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir,
+                                           "data.toy_framing": toy_framing})
 
 
 @contextlib.contextmanager
@@ -57,6 +58,7 @@ def preview(
     preset: Preset = "toy",
     config: ConfigFile = None,
     cache_dir: CacheDir = None,
+    toy_framing: ToyFraming = None,
 ) -> None:
     """Write a grid of dataset images, each with its first caption underneath."""
     from stackgan2.data import build_dataset
@@ -67,7 +69,7 @@ def preview(
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, got {split!r}")
     check_output_dir(out.parent)
-    cfg = _config(preset, config, dataset, data_dir, cache_dir)
+    cfg = _config(preset, config, dataset, data_dir, cache_dir, toy_framing)
     with _progress() as progress:
         data = build_dataset(cfg.data, split, cfg.model.resolutions, augment=False, progress_fn=progress)
     grid = preview_grid(data, count=count, columns=columns, size=size)
@@ -83,12 +85,13 @@ def info(
     preset: Preset = "toy",
     config: ConfigFile = None,
     cache_dir: CacheDir = None,
+    toy_framing: ToyFraming = None,
 ) -> None:
     """Print image counts per split, classes, vocabulary size and caption length statistics."""
     from stackgan2.data import build_dataset
     from stackgan2.data.preview import dataset_stats
 
-    cfg = _config(preset, config, dataset, data_dir, cache_dir)
+    cfg = _config(preset, config, dataset, data_dir, cache_dir, toy_framing)
     with _progress() as progress:
         splits = {
             split: build_dataset(cfg.data, split, cfg.model.resolutions, augment=False, progress_fn=progress)

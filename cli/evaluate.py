@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from stackgan2.cli.common import RichProgress, console, handle_errors, state
-from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Preset, Seed
+from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Preset, Seed, ToyFraming
 
 Opt = typer.Option
 DeviceOpt = Annotated[str, Opt("--device", help="auto, cpu, cuda or mps.")]
@@ -32,6 +32,7 @@ def evaluate(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    toy_framing: ToyFraming = None,
     num_samples: Annotated[
         int, Opt("--num-samples", min=1, help="Generated images, from the test captions (StackGAN++: 30,000).")
     ] = 30000,
@@ -70,7 +71,8 @@ def evaluate(
     with _progress() as progress:
         result = evaluate_model(
             model if model is not None else default_model(),
-            data_overrides={"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir},
+            data_overrides={"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir,
+                            "data.toy_framing": toy_framing},
             metrics=wanted,
             num_samples=num_samples,
             classifier=classifier,
@@ -134,6 +136,7 @@ def train_classifier(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    toy_framing: ToyFraming = None,
     arch: Annotated[str, Opt("--arch", help="small-cnn (from scratch, CPU minutes) or mobilenet_v2 (fine-tuned for IS).")] = "small-cnn",
     init_weights: Annotated[
         Path | None, Opt("--init-weights", help="torchvision MobileNetV2 ImageNet weights file to fine-tune from.")
@@ -157,7 +160,8 @@ def train_classifier(
     cfg = resolve_config(
         preset,
         config,
-        {"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir, "data.workers": workers},
+        {"data.dataset": dataset, "data.data_dir": data_dir, "data.cache_dir": cache_dir, "data.toy_framing": toy_framing,
+         "data.workers": workers},
     )
     out = out if out is not None else Path("runs") / f"classifier-{cfg.data.dataset}"
     with _progress() as progress:

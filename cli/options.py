@@ -24,6 +24,9 @@ ZDim = Annotated[int | None, typer.Option("--z-dim", help="Noise dimension (offi
 Dataset = Annotated[str | None, typer.Option("--dataset", help="toy-birds, cub, flowers, coco or folder.")]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Dataset root (cub, flowers, coco, folder).")]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Cache for rendered/decoded images.")]
+ToyFraming = Annotated[str | None, typer.Option(
+    "--toy-framing", help="toy-birds: scene (a small bird in a big scene; default) or bird (the bird framed as "
+    "StackGAN crops CUB birds: 1.5 x its box).")]
 Device = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 

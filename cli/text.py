@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from stackgan2.cli.common import RichProgress, console, handle_errors
-from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Device, Preset, Seed
+from stackgan2.cli.options import CacheDir, ConfigFile, DataDir, Dataset, Device, Preset, Seed, ToyFraming
 
 Opt = typer.Option
 
@@ -20,6 +20,7 @@ def pretrain_text(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    toy_framing: ToyFraming = None,
     embeddings: Annotated[
         str | None, Opt("--embeddings", help="damsm, or char-cnn-rnn to also fit the regression head (cub/flowers).")
     ] = None,
@@ -46,6 +47,7 @@ def pretrain_text(
             "data.dataset": dataset,
             "data.data_dir": data_dir,
             "data.cache_dir": cache_dir,
+            "data.toy_framing": toy_framing,
             "train.embeddings": embeddings,
             "text.epochs": epochs,
             "text.batch_size": batch_size,

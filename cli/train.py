@@ -22,6 +22,7 @@ from stackgan2.cli.options import (
     Preset,
     Seed,
     StageNum,
+    ToyFraming,
     ZDim,
     model_overrides,
 )
@@ -43,6 +44,7 @@ def train(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    toy_framing: ToyFraming = None,
     name: Annotated[str | None, Opt("--name", help="Run name: files go to runs/NAME.")] = None,
     run_dir: Annotated[Path | None, Opt("--run-dir", help="Run directory (overrides --name).")] = None,
     lr_g: Annotated[float | None, Opt("--lr-g", help="Generator learning rate (official: 2e-4).")] = None,
@@ -79,8 +81,14 @@ def train(
                           "frozen pretrained DAMSM encoders (AttnGAN: 5 birds, 50 COCO; 0 = off).")] = None,
     feature_d_coef: Annotated[float | None, Opt("--feature-d-coef", help="Weight of an extra conditional D on the "
         "frozen DAMSM image features (Projected GAN / GALIP style; 0 = off, official).")] = None,
+    d_word_coef: Annotated[float | None, Opt("--d-word-coef", help="Weight of ControlGAN's word-level D: each word "
+        "against the frozen DAMSM image regions it attends to, trained on real images with their own and with "
+        "mismatched captions (0 = off, official).")] = None,
     damsm_branches: Annotated[str | None, Opt("--damsm-branches", help="Branches the DAMSM loss scores: last "
         "(AttnGAN) or all (their mean; keeps the small branches' colours when the tree grows).")] = None,
+    damsm_fake_negatives: Annotated[bool | None, Opt("--damsm-fake-negatives/--no-damsm-fake-negatives", help="Score "
+        "the DAMSM loss with a copy of the DAMSM image encoder trained alongside D, on real images with the fakes as "
+        "extra negatives (XMC-GAN-style contrastive D); needs --damsm-coef. Default off.")] = None,
     ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
         "pushes images of one caption with different noise apart (0 = off, official).")] = None,
     ca_noise: Annotated[float | None, Opt("--ca-noise", help="Scale of the conditioning-augmentation noise in "
@@ -121,6 +129,7 @@ def train(
         "data.dataset": dataset,
         "data.data_dir": data_dir,
         "data.cache_dir": cache_dir,
+        "data.toy_framing": toy_framing,
         "data.workers": workers,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
@@ -144,7 +153,9 @@ def train(
         "train.stacked_d_passes": stacked_d_passes,
         "train.damsm_coef": damsm_coef,
         "train.damsm_branches": damsm_branches,
+        "train.damsm_fake_negatives": damsm_fake_negatives,
         "train.feature_d_coef": feature_d_coef,
+        "train.d_word_coef": d_word_coef,
         "train.ms_coef": ms_coef,
         "train.seed": seed,
         "train.device": device,

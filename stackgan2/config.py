@@ -19,6 +19,7 @@ from stackgan2.errors import ConfigError
 
 PRESETS = ("tiny", "toy", "birds", "flowers", "v1-toy", "v1-birds", "v1-coco", "attngan-toy", "attngan-birds", "attngan-coco")
 DATASETS = ("toy-birds", "cub", "flowers", "coco", "folder")
+ToyFraming = Literal["scene", "bird"]
 
 
 class _Frozen(BaseModel):
@@ -151,6 +152,12 @@ class DataConfig(_Frozen):
     toy_test_size: int = Field(2933, ge=1, description="toy-birds test images (CUB: 2,933)")
     toy_render_size: int = Field(304, ge=8, le=1024, description="toy-birds cache resolution (256 * 76/64)")
     toy_seed: int = Field(0, description="toy-birds generator seed (same seed -> byte-identical images)")
+    toy_framing: ToyFraming = Field(
+        "scene", description="toy-birds framing: scene (a small bird in a big scene, the pictures of renderer v1) or "
+        "bird (the bird framed as StackGAN crops CUB: its box centred and the square of half-side 0.75 * max(w, h) "
+        "filling the picture, zoom at most 3x; official StackGAN-v2 datasets.py get_imgs, r = int(max(w, h) * "
+        "0.75); StackGAN section 5.1: cropped bird boxes have 'greater-than-0.75 object-image size ratios')",
+    )
     captions_per_image: int = Field(10, ge=1, description="captions kept per image (CUB: 10)")
     workers: int = Field(2, ge=0, description="DataLoader worker processes")
 
@@ -221,9 +228,23 @@ class TrainConfig(_Frozen):
         "(frozen pretrained features in D: Projected GAN, Sauer et al. NeurIPS 2021; GALIP, Tao et al. CVPR "
         "2023); needs a text encoder with its DAMSM image encoder; 0 = off",
     )
+    d_word_coef: float = Field(
+        0.0, ge=0, description="weight of the generator term of ControlGAN's word-level discriminator (Li et al. "
+        "NeurIPS 2019, mrlibw/ControlGAN word_level_correlation): each word against the DAMSM image regions it "
+        "attends to, through a trained projection and logit, on the last branch; trained by its own optimiser on "
+        "real images with their captions (1) and with the batch's captions shifted by one (0); needs a text "
+        "encoder with its DAMSM image encoder and batch_size >= 2; 0 = off",
+    )
     damsm_branches: Literal["last", "all"] = Field(
         "last", description="which branches the DAMSM loss scores: last (AttnGAN: fake_imgs[-1] only) or all "
         "(the mean over the branches, so that growing the tree keeps the small branches' colours; ours)",
+    )
+    damsm_fake_negatives: bool = Field(
+        False, description="score the DAMSM generator loss with a trainable copy of the DAMSM image encoder "
+        "(from the pretrained weights; the frozen original stays for the feature D and evaluation), trained "
+        "after the discriminators on the real images' DAMSM loss with the batch's fakes as extra negatives: each "
+        "caption must rank its real image above every fake, its own fake included (contrastive image-text losses "
+        "in D: XMC-GAN, Zhang et al. CVPR 2021); needs train.damsm_coef > 0",
     )
     ms_coef: float = Field(
         0.0, ge=0, description="mode-seeking loss weight (MSGAN, Mao et al. CVPR 2019; its StackGAN++ birds cfg: "
@@ -316,6 +337,15 @@ class ExperimentConfig(_Frozen):
         if self.train.feature_d_coef > 0 and self.train.embeddings != "damsm":
             raise ValueError("train.feature_d_coef (--feature-d-coef) needs the DAMSM encoders of our own text "
                              "encoder (train.embeddings = damsm)")
+        if self.train.damsm_fake_negatives and self.train.damsm_coef <= 0:
+            raise ValueError("train.damsm_fake_negatives (--damsm-fake-negatives) trains the encoder that scores the "
+                             "DAMSM generator loss: it needs train.damsm_coef > 0 (--damsm-coef)")
+        if self.train.d_word_coef > 0 and self.train.embeddings != "damsm":
+            raise ValueError("train.d_word_coef (--d-word-coef) scores the words of our own text encoder with its "
+                             "DAMSM image encoder (train.embeddings = damsm)")
+        if self.train.d_word_coef > 0 and self.train.batch_size < 2:
+            raise ValueError("train.d_word_coef (--d-word-coef) pairs each image with the next item's caption as "
+                             "its mismatched caption: it needs batch_size >= 2")
         if self.train.ms_coef > 0 and self.model.arch != "stackgan2":
             raise ValueError(f"train.ms_coef (--ms-coef) is built into the StackGAN++ step only, not arch "
                              f"{self.model.arch}")

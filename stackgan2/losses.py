@@ -137,6 +137,7 @@ def damsm_loss(
     lengths: Tensor,
     class_ids: Tensor,
     gammas: tuple[float, float, float] = (4.0, 5.0, 10.0),
+    negatives: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """AttnGAN's DAMSM generator loss, unweighted: (w_loss0 + w_loss1) + (s_loss0 + s_loss1).
 
@@ -147,8 +148,13 @@ def damsm_loss(
     negatives (``stackgan2.text.damsm``); ``gammas`` = (gamma1, gamma2, gamma3), AttnGAN 4 / 5 / 10.
     The official ``generator_loss`` multiplies the sum by LAMBDA (``train.damsm_coef``: 5 birds, 50 COCO).
     Returns the sum and its two terms (detached) for logging.
+
+    ``negatives`` = (regions (N, D, h, w), global (N, D)) of extra images, e.g. generated ones when the
+    image encoder itself is trained (``train.damsm_fake_negatives``): in the caption -> image direction of
+    both the word and the sentence loss, each caption must rank its own image above every one of them too.
     """
     gamma1, gamma2, gamma3 = gammas
-    word = word_loss(regions, words, lengths, class_ids, gamma1, gamma2, gamma3)
-    sentence_term = sentence_loss(image_global, sentence, class_ids, gamma3)
+    negative_regions, negative_global = negatives if negatives is not None else (None, None)
+    word = word_loss(regions, words, lengths, class_ids, gamma1, gamma2, gamma3, negative_regions)
+    sentence_term = sentence_loss(image_global, sentence, class_ids, gamma3, negative_global)
     return word + sentence_term, {"word": word.detach(), "sentence": sentence_term.detach()}

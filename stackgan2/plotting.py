@@ -89,9 +89,9 @@ def stage_count(records: list[Record]) -> int:
 def loss_terms(records: list[Record]) -> list[str]:
     """The loss keys present in ``records``, in display order."""
     stages = range(stage_count(records))
-    ordered = [f"D{i}/total" for i in stages] + [f"D{i}/{t}" for i in stages for t in ("ma_gp", "recon")] + ["F/total"]
+    ordered = [f"D{i}/total" for i in stages] + [f"D{i}/{t}" for i in stages for t in ("ma_gp", "recon")] + ["F/total", "A/total", "Wd/total"]
     ordered += [f"G{i}/{part}" for i in stages for part in ("cond", "uncond")]
-    ordered += ["G/adversarial", "G/feature_d", "KL", "color", "DAMSM/word", "DAMSM/sentence", "DAMSM/swap", "mode_seeking", "G/total"]
+    ordered += ["G/adversarial", "G/feature_d", "G/word_d", "KL", "color", "DAMSM/word", "DAMSM/sentence", "DAMSM/swap", "mode_seeking", "G/total"]
     present = {key for record in records for key in record}
     return [key for key in ordered if key in present]
 
@@ -136,11 +136,11 @@ def plot_losses(records: list[Record], out: Path, window: int = 25, log_y: bool 
 
     stages = range(stage_count(records))
     panels = [
-        ("discriminator loss per stage (F: feature D, when on)",
-         [(f"D{i}/total", i, "-") for i in stages] + [("F/total", len(stages), "-")]),
+        ("discriminator loss per stage (F: feature D, Wd: word D, when on)",
+         [(f"D{i}/total", i, "-") for i in stages] + [("F/total", len(stages), "-"), ("Wd/total", len(stages) + 1, "-")]),
         ("generator adversarial loss per stage (cond solid, uncond dashed)",
          [(f"G{i}/{part}", i, style) for i in stages for part, style in (("cond", "-"), ("uncond", "--"))]
-         + [("G/feature_d", len(stages), "-")]),
+         + [("G/feature_d", len(stages), "-"), ("G/word_d", len(stages) + 1, "-")]),
         ("KL (conditioning augmentation)", [("KL", 0, "-")]),
         ("colour consistency, DAMSM (word, sentence), mode seeking; unweighted",
          [("color", 0, "-"), ("DAMSM/word", 1, "-"), ("DAMSM/sentence", 2, "-"), ("DAMSM/swap", 3, "-"),

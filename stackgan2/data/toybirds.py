@@ -6,7 +6,13 @@ wing pattern, pose (perched on a branch or flying) and background (sky, foliage 
 captions per image, in the style of the CUB annotations, are built from the attributes with
 synonyms and varied word order. Split sizes default to CUB's (8,855 train / 2,933 test).
 
-Determinism: image ``index`` of a split is a pure function of (seed, split, index, render size).
+Framing (``data.toy_framing``): "scene" draws the bird where it sits in a big scene, a few tens of pixels
+long at 64 px; "bird" frames it as StackGAN crops every CUB image around its bird (the box centred, the
+square of half-side 0.75 * max(w, h) filling the picture; see ``_bird_view``). Both framings draw the
+same bird, branch, colours and background for an index (only the per-pixel grain differs), and give it
+the same captions.
+
+Determinism: image ``index`` of a split is a pure function of (seed, split, index, render size, framing).
 Its randomness comes from ``np.random.default_rng([seed, split, index, stream])`` (uniform draws
 only), and it is drawn with numpy arithmetic only (+ - * /, sqrt, floor, comparisons; trigonometry
 is done once per angle in Python and quantised), so the bytes are the same on every machine and
@@ -23,16 +29,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from stackgan2.config import DataConfig
+from stackgan2.config import DataConfig, ToyFraming
 from stackgan2.data.source import DatasetParts
 from stackgan2.data.storage import build_image_store, cache_root, open_image_store
 from stackgan2.progress import ProgressFn
 
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2  # 2: data.toy_framing (scene draws the pixels of version 1, byte for byte)
 SPLIT_IDS = {"train": 0, "test": 1}
 CAPTIONS_PER_IMAGE = 10
 
@@ -236,12 +242,27 @@ def _unit(degrees: float) -> tuple[float, float]:
 Point = tuple[float, float]
 
 
-class _Layer:
-    """Labels and per-pixel form shading of the foreground, painted shape by shape in z-order."""
+@dataclass(frozen=True)
+class _View:
+    """A zoom about the origin, then a shift: drawing point p -> canvas point zoom * p + shift."""
 
-    def __init__(self, size: int, light: Point) -> None:
+    zoom: float
+    shift: Point
+
+    def point(self, p: Point) -> Point:
+        return (self.zoom * p[0] + self.shift[0], self.zoom * p[1] + self.shift[1])
+
+
+class _Layer:
+    """Labels and per-pixel form shading of the foreground, painted shape by shape in z-order.
+
+    With a ``view``, every shape is drawn through it (points moved, lengths scaled by its zoom); without
+    one, shapes land where they are given (the scene framing)."""
+
+    def __init__(self, size: int, light: Point, view: _View | None = None) -> None:
         self.size = size
         self.light = light
+        self.view = view
         self.labels = np.zeros((size, size), np.uint8)
         self.form = np.ones((size, size), np.float32)
         self.box = [size, size, 0, 0]  # y0, x0, y1, x1 of everything painted
@@ -275,6 +296,8 @@ class _Layer:
     def ellipse(self, label: int, center: Point, a: float, b: float, axis: Point, *,
                 within: tuple[int, ...] = (), rim: float = 0.3, sheen: float = 0.18) -> None:
         """Semi-axis ``a`` along the unit vector ``axis``, ``b`` across it; shaded as a lit, rounded solid."""
+        if self.view is not None:
+            center, a, b = self.view.point(center), self.view.zoom * a, self.view.zoom * b
         ux, uy = axis
         half_w, half_h = math.sqrt(a * a * ux * ux + b * b * uy * uy), math.sqrt(a * a * uy * uy + b * b * ux * ux)
         window = self._window(center[0] - half_w, center[1] - half_h, center[0] + half_w, center[1] + half_h)
@@ -292,6 +315,9 @@ class _Layer:
     def segment(self, label: int, start: Point, end: Point, r0: float, r1: float, *,
                 within: tuple[int, ...] = (), roundness: float = 0.3) -> None:
         """A tapered bar from ``start`` (half-width r0) to ``end`` (r1), shaded like a cylinder."""
+        if self.view is not None:
+            view = self.view
+            start, end, r0, r1 = view.point(start), view.point(end), view.zoom * r0, view.zoom * r1
         dx, dy = end[0] - start[0], end[1] - start[1]
         length = math.sqrt(dx * dx + dy * dy)
         ux, uy = dx / length, dy / length
@@ -311,6 +337,8 @@ class _Layer:
         self._paint(label, window, mask, form, within)
 
     def triangle(self, label: int, points: tuple[Point, Point, Point], form: float = 1.0) -> None:
+        if self.view is not None:
+            points = (self.view.point(points[0]), self.view.point(points[1]), self.view.point(points[2]))
         xs_all, ys_all = [p[0] for p in points], [p[1] for p in points]
         window = self._window(min(xs_all), min(ys_all), max(xs_all), max(ys_all))
         if window is None:
@@ -477,6 +505,34 @@ def _draw_bird(layer: _Layer, names: dict[str, str], rng: np.random.Generator, s
     layer.ellipse(GLINT, glint, 0.07 * head_r, 0.07 * head_r, frame.forward, rim=0.0, sheen=0.0)
 
 
+# StackGAN's CUB crop: a square centred on the bird's box with half-side r = int(max(w, h) * 0.75) (official
+# StackGAN-v2 datasets.py get_imgs; AttnGAN's is the same), after which "bounding boxes of birds have
+# greater-than-0.75 object-image size ratios" (StackGAN, Zhang et al. ICCV 2017, section 5.1).
+_CROP_HALF_SIDE = 0.75
+_MAX_ZOOM = 3.0  # ours, a bound: the smallest toy birds need about 3x (the mean is 1.7x)
+
+
+def _bird_view(names: dict[str, str], rng: np.random.Generator, size2: int, light: Point) -> _View:
+    """The view that frames the bird as StackGAN's crop frames a CUB bird: the box of the bird's own parts
+    (legs in, as in CUB's boxes; branch and leaves out) at the centre, and the square of half-side
+    0.75 * max(w, h) around it filling the canvas; the zoom is kept between 1 and ``_MAX_ZOOM``.
+
+    The box is measured by drawing the bird once, unzoomed, on a canvas with a margin of half a canvas on
+    every side (no bird reaches that far out); ``rng`` is then put back, so that the framed bird is drawn
+    from the same draws and gets the palette the scene framing gives it."""
+    margin = size2 // 2
+    probe = _Layer(size2 + 2 * margin, light, _View(1.0, (float(margin), float(margin))))
+    state = rng.bit_generator.state
+    _draw_bird(probe, names, rng, size2)
+    rng.bit_generator.state = state
+    bird = probe.labels > LEAF  # every label after BRANCH and LEAF is a part of the bird
+    rows, cols = np.flatnonzero(bird.any(axis=1)), np.flatnonzero(bird.any(axis=0))
+    y0, y1 = int(rows[0]) - margin, int(rows[-1]) + 1 - margin
+    x0, x1 = int(cols[0]) - margin, int(cols[-1]) + 1 - margin
+    zoom = min(_MAX_ZOOM, max(1.0, size2 / (2 * _CROP_HALF_SIDE * max(x1 - x0, y1 - y0))))
+    return _View(zoom, (size2 / 2 - zoom * (x0 + x1) / 2, size2 / 2 - zoom * (y0 + y1) / 2))
+
+
 def _palette(rng: np.random.Generator, names: dict[str, str]) -> np.ndarray:
     body = _jitter(rng, COLORS[names["body_color"]], 10)
     wing = _jitter(rng, COLORS[names["wing_color"]], 10)
@@ -610,16 +666,32 @@ def _pool(array: np.ndarray) -> np.ndarray:
 _BACKGROUNDS = {"sky": _sky, "foliage": _foliage, "ground": _ground}
 
 
-def render_image(item: tuple[int, int, int, int]) -> np.ndarray:
-    """Image ``index`` of a split as uint8 (size, size, 3); ``item`` = (seed, split_id, index, size)."""
-    seed, split_id, index, size = item
+class RenderItem(NamedTuple):
+    """What one picture is a function of (a plain 4-tuple means the scene framing)."""
+
+    seed: int
+    split_id: int
+    index: int
+    size: int
+    framing: ToyFraming = "scene"
+
+
+def render_image(item: tuple[Any, ...]) -> np.ndarray:
+    """Image ``index`` of a split as uint8 (size, size, 3); ``item`` = (seed, split_id, index, size[, framing])."""
+    return _render(RenderItem(*item))[0]
+
+
+def _render(item: RenderItem) -> tuple[np.ndarray, _Layer]:
+    """The picture and the layer its bird (and branch) was painted on, at twice its resolution."""
+    seed, split_id, index, size, framing = item
     names = {key: ATTRIBUTE_VALUES[key][code] for key, code in sample_attributes(seed, split_id, index).items()}
     rng = _rng(seed, split_id, index, 1)
     light = _unit(rng.uniform(40, 140))  # the direction light travels: from above, left or right
     coords = (np.arange(size, dtype=np.float32) + np.float32(0.5)) * np.float32(1 / size)
     ys, xs = coords[:, None], coords[None, :]
     image = _BACKGROUNDS[names["background"]](rng, size, ys, xs)
-    layer = _Layer(2 * size, light)
+    view = _bird_view(names, rng, 2 * size, light) if framing == "bird" else None
+    layer = _Layer(2 * size, light, view)
     _draw_bird(layer, names, rng, 2 * size)
     _compose(layer, _palette(rng, names), image, rng)
     dx, dy = xs - np.float32(0.5), ys - np.float32(0.5)
@@ -627,7 +699,7 @@ def render_image(item: tuple[int, int, int, int]) -> np.ndarray:
         1 - np.float32(0.55) * (dx * dx + dy * dy)
     )
     image = image * lighting[..., None] + (rng.random((size, size, 1), dtype=np.float32) - np.float32(0.5)) * 7
-    return (np.clip(image, 0, 255) + np.float32(0.5)).astype(np.uint8)
+    return (np.clip(image, 0, 255) + np.float32(0.5)).astype(np.uint8), layer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -638,7 +710,7 @@ def store_directory(cfg: DataConfig) -> Path:
     """Where the renders for ``cfg`` live; the name holds every input that changes a pixel or caption."""
     key = (
         f"toy-birds-v{RENDERER_VERSION}-seed{cfg.toy_seed}-{cfg.toy_render_size}px"
-        f"-train{cfg.toy_train_size}-test{cfg.toy_test_size}"
+        f"-train{cfg.toy_train_size}-test{cfg.toy_test_size}-{cfg.toy_framing}"
     )
     return cache_root(cfg.cache_dir) / key
 
@@ -657,7 +729,7 @@ def load_toy_birds(cfg: DataConfig, split: str, progress_fn: ProgressFn | None =
     directory = store_directory(cfg) / split
     opened = open_image_store(directory)
     if opened is None:
-        items = [(cfg.toy_seed, split_id, index, cfg.toy_render_size) for index in range(count)]
+        items = [RenderItem(cfg.toy_seed, split_id, index, cfg.toy_render_size, cfg.toy_framing) for index in range(count)]
         opened = build_image_store(
             directory,
             render_image,

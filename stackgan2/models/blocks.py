@@ -8,7 +8,8 @@ The blocks take an ``activation``: StackGAN++ and AttnGAN gate with GLU (a conv 
 channels), StackGAN v1 uses ReLU on the same layers. ``StageDiscriminator`` lives here too: all three
 families judge each branch with it (v1 and AttnGAN concatenate [code ; condition], v1 Stage I has no
 unconditional head), so it is a shared block rather than StackGAN++'s own, and so are the FastGAN decoders
-that rebuild real images from its features (``FeatureDecoders``, the ``train.d_recon_coef`` lever).
+that rebuild real images from its features (``FeatureDecoders``, the ``train.d_recon_coef`` lever), and the
+trained part of ControlGAN's word-level discriminator (``WordCritic``, the ``train.d_word_coef`` lever).
 """
 
 from __future__ import annotations
@@ -548,3 +549,35 @@ class FeatureDecoders(nn.Module):
         if self.training:
             self.batches += 1
         return [(rec, F.interpolate(target, size=rec.shape[-2:], mode="area")) for rec, target in pairs]
+
+
+class WordCritic(nn.Module):
+    """The trained part of ControlGAN's word-level discriminator (``train.d_word_coef``; Li et al. NeurIPS 2019,
+    "Controllable Text-to-Image Generation"): a map of frozen image region features into the word space, and an
+    affine map of the word-region relevance R of an (image, caption) pair to the logit of "they match".
+
+    ControlGAN's ``word_level_correlation`` (mrlibw/ControlGAN ``code/miscc/losses.py``) scores the frozen DAMSM
+    image encoder's region features, already in the word space, against the caption's words with AttnGAN's
+    attention and takes sigmoid(R) as that probability; nothing in it is trained. Here ``project`` (a 1x1
+    convolution without bias, starting as the identity) lets the discriminator learn which directions of the
+    features tell one word from another, and ``scale * R + bias`` (starting at 1 and 0) where to put the
+    threshold: with sigmoid(R) alone a mismatched caption would need sum over its words of exp(gamma2 * cos) < 1,
+    every word's cosine far below zero. At initialisation the head computes ControlGAN's score exactly. R itself
+    is ``stackgan2.text.damsm.matched_word_region_scores``: pure maths, composed with this module by the term.
+    """
+
+    def __init__(self, feature_dim: int, word_dim: int) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(feature_dim, word_dim, kernel_size=1, bias=False)
+        self.scale = nn.Parameter(torch.ones(()))
+        self.bias = nn.Parameter(torch.zeros(()))
+        with torch.no_grad():
+            self.project.weight.copy_(torch.eye(word_dim, feature_dim)[:, :, None, None])
+
+    def forward(self, regions: Tensor) -> Tensor:
+        """Region features (B, feature_dim, h, w) -> (B, word_dim, h, w)."""
+        return self.project(regions)
+
+    def logits(self, relevance: Tensor) -> Tensor:
+        """The match logits (B,) of word-region relevances (B,)."""
+        return self.scale * relevance + self.bias

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stackgan2.errors import UsageError
+from stackgan2.text.encoders import ImageEncoder
 from stackgan2.text.prompt import PromptEncoder, pad_batch
 
 
@@ -68,14 +69,15 @@ class FrozenDAMSM:
         ids, lengths = pad_batch([vocab.encode(c, self.max_words).ids for c in captions], self.device, vocab)
         return self.ids(ids, lengths, class_ids.to(self.device))
 
-    def images(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def images(self, images: Tensor, image_encoder: ImageEncoder | None = None) -> tuple[Tensor, Tensor]:
         """Region (B, D, h, w) and global (B, D) features of images in [-1, 1].
 
         The small CNN encoder was pretrained on ``text.image_size`` images, so larger ones are
         resized to it first (antialiased, as the dataset resizes); the Inception backbone resizes to
-        299 px itself, as AttnGAN's ``CNN_ENCODER`` does.
+        299 px itself, as AttnGAN's ``CNN_ENCODER`` does. ``image_encoder``: another encoder of the same
+        kind to read the images with, the same way (the trained copy of ``train.damsm_fake_negatives``).
         """
-        image_encoder = self.encoder.image_encoder
+        image_encoder = image_encoder if image_encoder is not None else self.encoder.image_encoder
         if image_encoder is None:
             raise UsageError("the DAMSM loss needs the text encoder's image encoder; this text encoder has none "
                              "(pretrain one with `stackgan2 pretrain-text`)")

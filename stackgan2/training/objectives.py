@@ -15,7 +15,8 @@ discriminators and the generator:
 A **term** is a lever with one interface: built from the config, it returns its unweighted loss and the
 stats it logs (under the ``stats.jsonl`` names), and may add a loss to each discriminator (MA-GP, FastGAN's
 reconstruction, whose decoders D's optimiser trains with D) or run its own optimiser step after them (the
-feature D); it says what it needs (extra G rows, the captions' DAMSM features, the DAMSM image encoder).
+feature D, ControlGAN's word-level D); it says what it needs (extra G rows, the captions' DAMSM features,
+the DAMSM image encoder).
 ``build_terms`` lists the active ones in the order the G loss sums them; the trainer weights each by
 ``term.coef``. Adding a lever is a term class here, its config field, its flag and its tests.
 """
@@ -23,6 +24,7 @@ feature D); it says what it needs (extra G rows, the captions' DAMSM features, t
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +34,7 @@ from torch import Tensor, nn
 
 from stackgan2.config import ExperimentConfig, TrainConfig
 from stackgan2.losses import (
+    bce,
     color_consistency_loss,
     damsm_loss,
     discriminator_loss,
@@ -41,8 +44,10 @@ from stackgan2.losses import (
     stackgan1_discriminator_loss,
 )
 from stackgan2.models import init_weights
-from stackgan2.models.blocks import FeatureDecoders, StageDiscriminator
+from stackgan2.models.blocks import FeatureDecoders, StageDiscriminator, WordCritic
 from stackgan2.models.stackgan2 import FeatureCritic
+from stackgan2.text.damsm import matched_word_region_scores
+from stackgan2.text.encoders import ImageEncoder
 from stackgan2.text.features import CaptionFeatures, FrozenDAMSM
 
 Losses = tuple[Tensor, dict[str, Tensor]]  # a total and its terms (detached) for logging
@@ -181,6 +186,9 @@ class Term:
     def discriminator_update(self, step: Step, update: Update) -> dict[str, Tensor]:
         return {}
 
+    def attach(self, damsm: FrozenDAMSM) -> None:
+        """The DAMSM encoders are attached (``Trainer.attach_text_encoder``, before a checkpoint is loaded)."""
+
     def modules(self) -> dict[str, nn.Module]:
         return {}
 
@@ -295,19 +303,120 @@ class DAMSM(Term):
         self.coef, self.every_branch = cfg.train.damsm_coef, cfg.train.damsm_branches == "all"
         self.gammas = (cfg.text.gamma1, cfg.text.gamma2, cfg.text.gamma3)
 
+    def scored(self, images: list[Tensor]) -> list[Tensor]:
+        """The branches the loss scores: the last (official) or every one."""
+        return images if self.every_branch else images[-1:]
+
+    def encode(self, step: Step, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Region and global features of ``images`` by the encoder that scores G: the frozen pretrained one."""
+        return step.damsm.images(images)
+
     def generator_loss(self, step: Step) -> Losses:
         text = step.text
         results = []
-        for images in step.fakes if self.every_branch else step.fakes[-1:]:
-            regions, image_global = step.damsm.images(images.float())
+        for images in self.scored(step.fakes):
+            regions, image_global = self.encode(step, images.float())
             results.append(damsm_loss(regions, image_global, text.words, text.sentence, text.lengths,
                                       text.class_ids, self.gammas))
-        if len(results) == 1:
-            loss, terms = results[0]
-        else:
-            terms = {k: torch.stack([r[1][k] for r in results]).mean() for k in results[0][1]}
-            loss = torch.stack([r[0] for r in results]).mean()
+        loss, terms = mean_over_branches(results)
         return loss, {f"DAMSM/{k}": v for k, v in terms.items()}
+
+
+def mean_over_branches(results: list[Losses]) -> Losses:
+    """One branch's loss and terms as they are; several branches' means."""
+    if len(results) == 1:
+        return results[0]
+    terms = {k: torch.stack([r[1][k] for r in results]).mean() for k in results[0][1]}
+    return torch.stack([r[0] for r in results]).mean(), terms
+
+
+class TrainedImageEncoder(nn.Module):
+    """The trainable copy of the DAMSM image encoder (``train.damsm_fake_negatives``), empty until the text
+    encoder is attached (``attach``). It always stays in eval mode: batch norm keeps the pretraining's running
+    statistics, so G is scored as the frozen encoder would score it and a batch of reals and fakes is normalised
+    image by image, as two passes would be. ``requires_grad_`` switches only what it trains, so that a frozen
+    ImageNet backbone (AttnGAN's Inception-v3, of which DAMSM trains only the two projections) stays frozen
+    when the trainer unfreezes the terms' modules after G's step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder: ImageEncoder | None = None
+        self.trained: list[nn.Parameter] = []
+
+    def attach(self, encoder: ImageEncoder) -> None:
+        self.encoder = copy.deepcopy(encoder).eval()
+        frozen = ({id(p) for net in (self.encoder.region_net, self.encoder.global_net) for p in net.parameters()}
+                  if self.encoder.frozen_backbone else set())
+        self.trained = [p for p in self.encoder.parameters() if id(p) not in frozen]
+        self.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> TrainedImageEncoder:
+        return super().train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> TrainedImageEncoder:
+        for p in self.trained:
+            p.requires_grad_(requires_grad)
+        return self
+
+
+class TrainedDAMSM(DAMSM):
+    """The DAMSM term scored by a DAMSM image encoder that keeps learning (``train.damsm_fake_negatives``).
+
+    With the frozen pretrained encoder, G learns to satisfy it with features a real bird does not have
+    (docs/quality.md, "Three probes": the encoder reads 24-40 points more wing colour into generated images
+    than an independent classifier does). Here G's DAMSM loss (AttnGAN, Xu et al. CVPR 2018, ``miscc/losses.py``;
+    the same ``damsm_loss``) is computed with a trainable copy of the image encoder (module ``A``) that starts
+    from the pretrained weights; the frozen original stays what the feature D and evaluation read, and the text
+    encoder stays frozen. After the stage discriminators, the copy takes one step of its own Adam optimiser
+    (``opt_A``) on the DAMSM loss of the real images with their captions, in which the batch's detached fakes
+    are extra negatives (``damsm_loss(..., negatives=)``): in the word and in the sentence loss, each caption
+    must pick its real image among the real *and* the fake images, the fake drawn for that very caption
+    included, so that a feature G puts into a fake only to please the encoder stops pleasing it. The branches
+    are those G's loss scores (the last, or every one with ``train.damsm_branches = "all"``: their mean).
+
+    Training the image-text matching encoder inside the GAN's discriminator step, contrastively and with the
+    generator's images in play, follows XMC-GAN (Zhang, Koh, Baldridge, Lee, Yang, "Cross-Modal Contrastive
+    Learning for Text-to-Image Generation", CVPR 2021), whose discriminator doubles as the encoder of its
+    contrastive image-text and real-fake losses; putting the fakes into the caption -> image softmax of
+    AttnGAN's DAMSM loss is this project's composition of the two.
+
+    Learning rate: ``train.lr_d`` with the GAN's betas, not DAMSM pretraining's 2e-3 (``text.lr``, AttnGAN's
+    ``ENCODER_LR``): the copy is fine-tuned from a converged encoder the way a discriminator is trained, one
+    step per iteration against the current fakes, and the rate pretraining uses from scratch would wash out
+    the pretrained image-text alignment G is scored by; the lr schedule (``learning_rate``) also gives every
+    optimiser but G's ``lr_d``. Logged as ``A/word``, ``A/sentence`` and ``A/total``."""
+
+    def __init__(self, cfg: ExperimentConfig, optimizer_options: dict, scaler: torch.amp.GradScaler) -> None:
+        super().__init__(cfg)
+        self.t, self.optimizer_options, self.scaler = cfg.train, optimizer_options, scaler
+        self.copy = TrainedImageEncoder()
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def attach(self, damsm: FrozenDAMSM) -> None:
+        self.copy.attach(damsm.encoder.image_encoder)
+        self.optimizer = torch.optim.Adam(self.copy.trained, lr=self.t.lr_d, betas=(self.t.beta1, self.t.beta2),
+                                          **self.optimizer_options)
+
+    def encode(self, step: Step, images: Tensor) -> tuple[Tensor, Tensor]:
+        return step.damsm.images(images, self.copy.encoder)
+
+    def discriminator_update(self, step: Step, update: Update) -> dict[str, Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        text, results = step.text, []
+        for real, fake in zip(self.scored(step.real), self.scored(step.fakes), strict=True):
+            batch = real.shape[0]  # one pass over both: in eval mode batch norm treats every image alone
+            regions, image_global = self.encode(step, torch.cat([real, fake.detach()]).float())
+            results.append(damsm_loss(regions[:batch], image_global[:batch], text.words, text.sentence, text.lengths,
+                                      text.class_ids, self.gammas, negatives=(regions[batch:], image_global[batch:])))
+        loss, terms = mean_over_branches(results)
+        update(loss, self.optimizer, self.scaler, self.copy.trained, "DAMSM image encoder", terms)
+        return {**{f"A/{k}": v for k, v in terms.items()}, "A/total": loss.detach()}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"A": self.copy}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_A": self.optimizer} if self.optimizer is not None else {}
 
 
 class FeatureD(Term):
@@ -350,6 +459,72 @@ class FeatureD(Term):
         return {"opt_F": self.optimizer}
 
 
+class WordDiscriminator(Term):
+    """ControlGAN's word-level discriminator (Li, Qi, Lukasiewicz, Torr, "Controllable Text-to-Image Generation",
+    NeurIPS 2019; ``train.d_word_coef``): it judges each word of a caption against the image regions the word
+    attends to, so that G learns which part of the image a word such as "wing" or "red" is about, feedback that
+    the sentence-level conditional logit gives only weakly.
+
+    The score of an (image, caption) pair is the word-region relevance R of ControlGAN's ``word_level_correlation``
+    (mrlibw/ControlGAN ``code/miscc/losses.py``; ``matched_word_region_scores``) on the frozen DAMSM image
+    encoder's region features (as there: ``image_encoder(real_imgs)``), through a trained ``WordCritic``
+    (projection of the regions, then ``scale * R + bias`` as the logit; ControlGAN's sigmoid(R) at
+    initialisation), with AttnGAN's gamma1 / gamma2 (``text.gamma1``, ``text.gamma2``).
+
+    - D (its own optimiser, Adam at D's rate, after the stage Ds, as the feature D): the labels of ControlGAN's
+      ``discriminator_loss``: real image with its caption 1, real image with a mismatched caption 0, the two BCE
+      terms averaged (``(matched + mismatched) / 2``). The official code scores no fake image here, and neither
+      does this term. Its mismatched captions are a random training caption per item (``datasets.py``
+      ``wrong_caps``); here they are the batch's captions shifted by one, image i with caption i + 1 (the wrong
+      pairs of ``shifted_pairs_discriminator_loss``): one encoder pass over the real images serves both terms,
+      and it works for every family (v1 and AttnGAN steps have no wrong images).
+    - G (this weight): the generated image of the last branch with its own caption scored as matching, BCE(., 1).
+      The released code adds no such term and its correlation carries no gradient at all (it is rebuilt with
+      ``torch.tensor(similar_list, requires_grad=False)``), so there the word-level D trains nothing; the paper
+      describes it as feedback to the generator, which is what this term makes of it.
+
+    ControlGAN scores every stage's real images; here the last branch's (as the feature D and the DAMSM loss),
+    in float32. Logged: ``Wd/real``, ``Wd/wrong``, ``Wd/total`` and ``G/word_d`` (unweighted).
+    """
+
+    field, needs_captions, needs_image_encoder = "train.d_word_coef", True, True
+
+    def __init__(self, cfg: ExperimentConfig, device: torch.device, optimizer_options: dict,
+                 scaler: torch.amp.GradScaler) -> None:
+        t = cfg.train
+        self.coef, self.scaler, self.gammas = t.d_word_coef, scaler, (cfg.text.gamma1, cfg.text.gamma2)
+        self.critic = WordCritic(cfg.text.dim, cfg.text.dim).to(device)
+        self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2),
+                                          **optimizer_options)
+
+    def logits(self, regions: Tensor, text: CaptionFeatures) -> Tensor:
+        """Match logits (B,) of images (their DAMSM region features) with the captions ``text``, row by row."""
+        relevance = matched_word_region_scores(self.critic(regions.float()), text.words, text.lengths, *self.gammas)
+        return self.critic.logits(relevance)
+
+    def discriminator_update(self, step: Step, update: Update) -> dict[str, Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # the encoder is frozen: only the head learns
+            regions = step.damsm.images(step.real[-1].float())[0]
+        real = bce(self.logits(regions, step.text), 1.0)
+        wrong = bce(self.logits(regions[:-1], step.text.select(slice(1, None))), 0.0)
+        loss = (real + wrong) / 2
+        terms = {"real": real.detach(), "wrong": wrong.detach()}
+        update(loss, self.optimizer, self.scaler, list(self.critic.parameters()), "word D", terms)
+        return {**{f"Wd/{k}": v for k, v in terms.items()}, "Wd/total": loss.detach()}
+
+    def generator_loss(self, step: Step) -> Losses:
+        regions = step.damsm.images(step.fakes[-1].float())[0]
+        loss = bce(self.logits(regions, step.text), 1.0)
+        return loss, {"G/word_d": loss.detach()}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"W": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_W": self.optimizer}
+
+
 def build_terms(cfg: ExperimentConfig, device: torch.device, optimizer_options: dict,
                 scaler: torch.amp.GradScaler, discriminators: nn.ModuleList) -> list[Term]:
     """The active terms, in the order G's loss sums them (KL and colour always: they are always logged)."""
@@ -359,8 +534,10 @@ def build_terms(cfg: ExperimentConfig, device: torch.device, optimizer_options: 
         terms.append(ModeSeeking(t))
     if t.feature_d_coef > 0:
         terms.append(FeatureD(cfg, device, optimizer_options, scaler))
+    if t.d_word_coef > 0:
+        terms.append(WordDiscriminator(cfg, device, optimizer_options, scaler))
     if t.damsm_coef > 0:
-        terms.append(DAMSM(cfg))
+        terms.append(TrainedDAMSM(cfg, optimizer_options, scaler) if t.damsm_fake_negatives else DAMSM(cfg))
     if t.ma_gp_coef > 0:
         terms.append(MatchingAwareGradientPenalty(t))
     if t.d_recon_coef > 0:

@@ -19,7 +19,8 @@ from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult
 from stackgan2.training.weights import copy_text_encoder, load_initial_weights
 
 log = logging.getLogger("stackgan2.training")
-TRAINED_LEVERS = ("feature_d_coef", "d_recon_coef")  # train.* levers that own trained weights
+# train.* levers that own trained weights
+TRAINED_LEVERS = ("feature_d_coef", "d_recon_coef", "damsm_fake_negatives", "d_word_coef")
 SAMPLE_CAPTIONS = 8
 
 
@@ -52,8 +53,8 @@ def prepare_config(
             f"run {run.root} was trained with other settings for {', '.join(changed)}; "
             "use a new --name to train a different model"
         )
-    # Levers with weights of their own (the feature D, FastGAN's decoders, which D's optimisers step) are
-    # checkpointed only when on: switching one on or off cannot continue the run's state.
+    # Levers with weights of their own (the feature D, the word D, FastGAN's decoders, which D's optimisers
+    # step) are checkpointed only when on: switching one on or off cannot continue the run's state.
     for field in TRAINED_LEVERS:
         before, now = getattr(stored.train, field) > 0, getattr(cfg.train, field) > 0
         if before != now:

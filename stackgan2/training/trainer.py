@@ -67,7 +67,8 @@ from stackgan2.training.weights import (
 log = logging.getLogger("stackgan2.training")
 
 # Architecture-defining fields: a resumed run must keep them.
-FIXED_ON_RESUME = ("model", "data.dataset", "data.data_dir", "data.toy_train_size", "data.toy_seed", "text", "train.embeddings")
+FIXED_ON_RESUME = ("model", "data.dataset", "data.data_dir", "data.toy_train_size", "data.toy_seed", "data.toy_framing",
+                   "text", "train.embeddings")
 
 
 class NonFiniteLoss(TrainingError):
@@ -174,6 +175,8 @@ class Trainer:
                 raise CheckpointError(f"{term.field} > 0 needs a text encoder saved with its DAMSM image encoder "
                                       "(as `stackgan2 pretrain-text` writes it)")
         self.damsm = damsm
+        for term in self.terms:  # before any checkpoint is loaded: a term may copy the encoders (the trained DAMSM)
+            term.attach(damsm)
 
     # ----------------------------------------------------------------------------------- the step
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -238,7 +241,7 @@ class Trainer:
         """G forward; per discriminator: the family's D loss plus the terms' D losses, update; the terms'
         own updates (feature D); G: the family's adversarial loss plus the weighted terms, update; EMA."""
         if self.needs_caption_features and (text is None or self.damsm is None):
-            raise TrainingError("train.damsm_coef > 0, a feature D or a generator that attends to words: the step "
+            raise TrainingError("train.damsm_coef > 0, a feature or word D, or a generator that attends to words: the step "
                                 "needs the captions' DAMSM features and the attached text encoder "
                                 "(Trainer.attach_text_encoder)")
         step = self._generate(real, wrong, embedding, text)
