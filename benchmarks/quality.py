@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         # the row's own encoder: the resumed run must be conditioned on the embeddings it started with
         recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["train"].get("text_encoder")
         text_encoder = Path(recorded) if recorded else text_encoder
+    if args.extend and args.classifier is None and prior.get("classifier"):
+        args.classifier = Path(prior["classifier"])  # the row's own judge: every evaluation of a row by one classifier
     if "r-precision" in metrics and not (text_encoder / "image_encoder.safetensors").is_file():
         parser.error(f"--metrics r-precision: {text_encoder} holds no DAMSM image encoder; give --text-encoder "
                      "a stackgan2 pretrain-text output")
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "branches": branches,
             "evals": evals,
             "num_samples": args.num_samples,
+            "classifier": None if args.classifier is None else str(args.classifier),
             "command": commands[0] if commands else this,
             "commands": [*commands, this],
         }
@@ -278,7 +281,8 @@ def _fixed_iterations(args: argparse.Namespace, run_dir: Path, train_args: list[
     this = shlex.join(["python", "benchmarks/quality.py", *argv])
     result = {
         "name": args.name, "config": train_args, "iterations": checkpoint.step, "seconds": round(spent, 1),
-        "branches": branches, "num_samples": args.num_samples, "command": this, "commands": [this],
+        "branches": branches, "num_samples": args.num_samples,
+        "classifier": None if args.classifier is None else str(args.classifier), "command": this, "commands": [this],
         "evals": [{"minutes": round(spent / 60, 2), "iterations": checkpoint.step, "seconds": round(spent, 1),
                    "eval_seconds": round(time.perf_counter() - tick, 1), "branches": branches}],
     }

@@ -281,7 +281,7 @@ def test_model_health_docs_and_page(tiny_server):
 @needs_shipped
 def test_shipped_model_info_names_no_path(shipped):
     info = model_info(shipped, "toy-birds", True, 16)
-    assert info["training_steps"] == 3766 and info["resolutions"] == [64, 128, 256]  # the grown run (assets/README.md)
+    assert info["training_steps"] == 3000 and info["resolutions"] == [64, 128, 256]  # the fine-tuning run (assets/README.md)
     assert not any("/" in str(value) for value in info.values())
 
 
