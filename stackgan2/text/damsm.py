@@ -31,10 +31,11 @@ def _matching_loss(scores: torch.Tensor, class_ids: torch.Tensor,
     ``negative_scores[negative, caption]`` (N, B), when given, extend every column (caption -> image)."""
     scores = scores.masked_fill(same_class_negatives(class_ids), float("-inf"))
     labels = torch.arange(scores.shape[0], device=scores.device)
-    if negative_scores is None:
-        return F.cross_entropy(scores, labels) + F.cross_entropy(scores.t(), labels)
-    assert negative_scores.shape[1] == scores.shape[1], "one score per caption for every negative"
-    return F.cross_entropy(scores, labels) + F.cross_entropy(torch.cat([scores, negative_scores]).t(), labels)
+    columns = scores
+    if negative_scores is not None:
+        assert negative_scores.shape[1] == scores.shape[1], "one score per caption for every negative"
+        columns = torch.cat([scores, negative_scores])
+    return F.cross_entropy(scores, labels) + F.cross_entropy(columns.t(), labels)
 
 
 def sentence_scores(image_global: torch.Tensor, sentence: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -51,11 +52,9 @@ def sentence_loss(
     ``negatives`` (N, D): global features of extra images every caption must rank below its own."""
     B, D = image_global.shape
     assert sentence.shape == (B, D) and class_ids.shape == (B,)
-    if negatives is None:
-        return _matching_loss(gamma3 * sentence_scores(image_global, sentence), class_ids)
-    assert negatives.shape[1] == D
-    return _matching_loss(gamma3 * sentence_scores(image_global, sentence), class_ids,
-                          gamma3 * sentence_scores(negatives, sentence))
+    assert negatives is None or negatives.shape[1] == D
+    negative_scores = None if negatives is None else gamma3 * sentence_scores(negatives, sentence)
+    return _matching_loss(gamma3 * sentence_scores(image_global, sentence), class_ids, negative_scores)
 
 
 def _attend(dots: torch.Tensor, valid: torch.Tensor, gamma1: float) -> torch.Tensor:
