@@ -104,6 +104,9 @@ def train(
     keep_checkpoints: Annotated[int | None, Opt("--keep-checkpoints", help="How many recent checkpoints to keep.")] = None,
     text_encoder: Annotated[Path | None, Opt("--text-encoder", help="Pretrained text encoder dir (skip phase 0).")] = None,
     init_from: Annotated[Path | None, Opt("--init-from", help="Start a new run from a model's weights (pipeline dir, run dir or checkpoint; its text encoder too).")] = None,
+    init_terms: Annotated[bool | None, Opt("--init-terms/--no-init-terms", help="With --init-from a run dir or "
+        "checkpoint: also start the loss terms' trained modules (feature D, --damsm-fake-negatives' encoder, word D) "
+        "from it. Default off (they start fresh).")] = None,
     embeddings: Annotated[str | None, Opt("--embeddings", help="damsm (own encoder) or char-cnn-rnn (original pickles).")] = None,
     on_nan: Annotated[str | None, Opt("--on-nan", help="Non-finite loss: stop, or skip (drop the step, restore the last checkpoint).")] = None,
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC convolutions (default: on CUDA only).")] = None,
@@ -166,6 +169,7 @@ def train(
         "train.keep_checkpoints": keep_checkpoints,
         "train.text_encoder": text_encoder,
         "train.init_from": init_from,
+        "train.init_terms": init_terms,
         "train.embeddings": embeddings,
         "train.on_nan": on_nan,
         "train.channels_last": channels_last,

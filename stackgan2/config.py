@@ -266,6 +266,10 @@ class TrainConfig(_Frozen):
     init_from: Path | None = Field(
         None, description="start a new run from this model's weights (pipeline dir, run dir or checkpoint file)"
     )
+    init_terms: bool = Field(
+        False, description="with init_from: also start the loss terms' trained modules (feature D, learning DAMSM "
+        "encoder, word D) from the source's checkpoint where it has them; off: they start fresh",
+    )
     stage1: Path | None = Field(
         None, description="StackGAN v1 Stage II: the Stage-I run (run dir or checkpoint) whose G is frozen inside"
     )

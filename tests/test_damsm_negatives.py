@@ -174,3 +174,78 @@ def test_toggling_at_resume_is_refused_and_init_from_starts_the_copy(first, then
     assert started.exit_code == 0, started.output
     record = json.loads((grown / "stats.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 2 and record["A/total"] > 0
+
+
+def test_init_terms_starts_the_terms_modules_from_the_source(tmp_path, caplog):
+    """``train.init_terms``: the learning copy "A" and the feature D "F" of a checkpoint start the new run (their
+    optimisers start fresh); without it, or from a source that lacks a module, it starts as before."""
+    import logging
+
+    from stackgan2.training.weights import load_initial_weights
+
+    cfg = _cfg(feature_d_coef=1.0)
+    source = Trainer(cfg, tmp_path / "a")
+    encoder = make_damsm_encoder(cfg.text)
+    source.attach_text_encoder(encoder)
+    inputs = _inputs(source)
+    for _ in range(2):
+        source.train_step(*inputs)
+    tensors, meta = source.state_tensors()
+    path = save_checkpoint(tmp_path / "ckpt", source.step, tensors, {**meta, "config": cfg.model_dump(mode="json")}, 2)
+    weights = load_initial_weights(path)
+    assert {"G", "G_ema", "D", "A", "F"} <= weights.states.keys()
+    assert not any(name.startswith(("opt_", "rng")) for name in weights.states)
+
+    def new_trainer(name, c=cfg):
+        trainer = Trainer(c, tmp_path / name)
+        trainer.attach_text_encoder(encoder)
+        trainer.start_from(weights)
+        return trainer
+
+    trained = {name: module.state_dict() for name, module in source.term_modules.items()}
+    fresh = new_trainer("fresh")  # start_from alone: G and D only, the terms' modules as a new run has them
+    pretrained = encoder.image_encoder.state_dict()
+    a_fresh = fresh.term_modules["A"].state_dict()
+    assert any(not torch.equal(a_fresh[k], trained["A"][k]) for k in a_fresh)
+    assert all(torch.equal(a_fresh[k], pretrained[k.removeprefix("encoder.")]) for k in a_fresh if k.startswith("encoder."))
+    started = new_trainer("started")
+    started.start_terms_from(weights)
+    for name, module in started.term_modules.items():
+        assert all(torch.equal(v, trained[name][k]) for k, v in module.state_dict().items()), name
+    assert not any(opt.state for opt in started._term_optimizers().values())
+    # a source without the copy (the term off there): "A" starts from the pretrained encoder, with a log line
+    off = Trainer(_cfg(False, feature_d_coef=1.0), tmp_path / "off")
+    off.attach_text_encoder(encoder)
+    off_tensors, off_meta = off.state_tensors()
+    off_path = save_checkpoint(tmp_path / "off-ckpt", 1, off_tensors, {**off_meta, "config": off.cfg.model_dump(mode="json")}, 2)
+    partial = new_trainer("partial")
+    with caplog.at_level(logging.INFO, logger="stackgan2"):
+        partial.start_terms_from(load_initial_weights(off_path))
+    assert "has no A module" in caplog.text
+    assert all(torch.equal(v, a_fresh[k]) for k, v in partial.term_modules["A"].state_dict().items())
+
+
+def test_init_terms_from_the_cli(runner, tmp_path, text_encoder_dir):
+    """``--init-terms`` reaches the run: with the discriminators' rate at 1e-30 (it must be > 0) the copy a new
+    run ends with is the source's; without the flag it is the pretrained encoder."""
+    from safetensors.torch import load_file
+
+    common = ["--quiet", "train", "--preset", "tiny", "--device", "cpu", "--text-encoder", str(text_encoder_dir),
+              "--damsm-coef", "5", "--damsm-fake-negatives", "--checkpoint-every", "2", "--max-steps", "2"]
+    source = tmp_path / "source"
+    assert (result := runner.invoke(app, [*common, "--run-dir", str(source)])).exit_code == 0, result.output
+
+    def copy_of(run):
+        state = load_file(sorted((run / "checkpoints").glob("*.safetensors"))[-1])
+        return {k: v for k, v in state.items() if k.startswith("A.")}
+
+    copies = {}
+    for name, flags in (("with", ["--init-terms"]), ("without", [])):
+        run = tmp_path / name
+        result = runner.invoke(app, [*common, "--run-dir", str(run), "--init-from", str(source), "--lr-d", "1e-30", *flags])
+        assert result.exit_code == 0, result.output
+        assert json.loads((run / "config.json").read_text())["train"]["init_terms"] is bool(flags)
+        copies[name] = copy_of(run)
+    trained = copy_of(source)
+    assert all(torch.allclose(v, trained[k], rtol=0, atol=1e-20) for k, v in copies["with"].items())
+    assert not all(torch.allclose(v, trained[k], rtol=0, atol=1e-6) for k, v in copies["without"].items())

@@ -150,6 +150,8 @@ def run_training(
         from stackgan2.text import PromptEncoder
 
         trainer.attach_text_encoder(PromptEncoder.load(run.text_encoder))
+    if initial is not None and cfg.train.init_terms:
+        trainer.start_terms_from(initial)
     count = min(SAMPLE_CAPTIONS, len(dataset))
     sample_embeddings = torch.stack([torch.as_tensor(embeddings[i, 0]) for i in range(count)])
     sample_captions = [dataset.captions[i][0] for i in range(count)]

@@ -27,7 +27,7 @@ class InitialWeights:
 
     source: Path
     config: ExperimentConfig
-    states: dict[str, dict[str, Tensor]]   # "G", "G_ema" and, from training checkpoints, "D"
+    states: dict[str, dict[str, Tensor]]   # "G", "G_ema" and, from training checkpoints, "D" and the terms' modules
     text_encoder: Path | None              # the text encoder the weights were trained with (imported: none)
 
 
@@ -45,7 +45,10 @@ def load_initial_weights(source: Path, flag: str = "--init-from") -> InitialWeig
         if checkpoint is None:
             raise CheckpointError(f"{flag} {source}: the run has no valid checkpoint")
         config = _validate_config(checkpoint.meta.get("config"), checkpoint.path)  # CheckpointError if invalid
-        states = {prefix: checkpoint_section(checkpoint.tensors, prefix) for prefix in ("G", "G_ema", "D")}
+        # G, G_ema, D and the loss terms' modules ("F", "A", "W"); not the optimisers or random streams.
+        prefixes = {key.split(".", 1)[0] for key in checkpoint.tensors}
+        states = {prefix: checkpoint_section(checkpoint.tensors, prefix) for prefix in sorted(prefixes)
+                  if not prefix.startswith(("opt_", "rng"))}
         run_root = source.parent.parent if source.is_file() else source
         return InitialWeights(source, config, states, run_root / TEXT_ENCODER_DIR)
     pipe = Text2ImagePipeline.from_pretrained(source)  # CheckpointError for anything that is not a model
@@ -134,12 +137,12 @@ def start_from(weights: InitialWeights, cfg: ExperimentConfig, modules: dict[str
     ``modules``: "G", "G_ema" and "D" of the run being started, freshly initialised."""
     source = weights.source
     stored, current = weights.config.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
+    states = {name: state for name, state in weights.states.items() if name in ("G", "G_ema", "D")}
     grown = stored["stage_num"] < current["stage_num"] and cfg.model.arch == "stackgan2"  # v1 has a Stage II
     added = [field for field in _IDENTITY_LAYERS if current[field] and not stored[field]]
     d_changed = {field: current[field] for field in _D_FIELDS if stored[field] != current[field]}
     free = ["ca_noise", *d_changed, *added, *(["stage_num"] if grown else [])]
     check_architecture({**stored, **{f: current[f] for f in free}}, current, f"--init-from {source}")
-    states = dict(weights.states)
     if d_changed and states.pop("D", None) is not None:
         log.info("--init-from %s: its discriminators differ (%s); they start fresh",
                  source, _diff(stored, d_changed))
@@ -164,6 +167,25 @@ def start_from(weights: InitialWeights, cfg: ExperimentConfig, modules: dict[str
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0]
         raise CheckpointError(f"--init-from {source} does not fit this model: {reason}") from None
+
+
+def start_terms_from(weights: InitialWeights, modules: dict[str, nn.Module]) -> None:
+    """``train.init_terms``: the loss terms' trained modules (``modules``: checkpoint prefix -> module, e.g. the
+    feature D "F", the learning DAMSM encoder "A", the word D "W") from the source's checkpoint. A module the
+    source has no weights for, or whose shapes differ (another text encoder), starts fresh, with a log line; the
+    terms' optimisers start fresh like G's and D's."""
+    for name, module in modules.items():
+        state = weights.states.get(name)
+        if state is None:
+            log.info("--init-terms: %s has no %s module; it starts fresh", weights.source, name)
+            continue
+        own = module.state_dict()
+        misfit = sorted(set(own) ^ set(state)) or [k for k in own if own[k].shape != state[k].shape]
+        if misfit:  # checked first: a failed load_state_dict leaves the module half loaded
+            log.info("--init-terms: %s's %s module does not fit (%s); it starts fresh", weights.source, name, misfit[0])
+            continue
+        module.load_state_dict(state)
+        log.info("--init-terms: %s starts from %s", name, weights.source)
 
 
 def start_stage2(weights: InitialWeights, cfg: ExperimentConfig, generators: tuple[nn.Module, ...]) -> None:
