@@ -341,6 +341,9 @@ class ExperimentConfig(_Frozen):
         if self.train.feature_d_coef > 0 and self.train.embeddings != "damsm":
             raise ValueError("train.feature_d_coef (--feature-d-coef) needs the DAMSM encoders of our own text "
                              "encoder (train.embeddings = damsm)")
+        if self.train.init_terms and self.train.init_from is None:
+            raise ValueError("train.init_terms (--init-terms) loads the loss terms' modules of the --init-from "
+                             "model: it needs train.init_from (--init-from)")
         if self.train.damsm_fake_negatives and self.train.damsm_coef <= 0:
             raise ValueError("train.damsm_fake_negatives (--damsm-fake-negatives) trains the encoder that scores the "
                              "DAMSM generator loss: it needs train.damsm_coef > 0 (--damsm-coef)")

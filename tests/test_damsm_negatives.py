@@ -181,7 +181,7 @@ def test_init_terms_starts_the_terms_modules_from_the_source(tmp_path, caplog):
     optimisers start fresh); without it, or from a source that lacks a module, it starts as before."""
     import logging
 
-    from stackgan2.training.weights import load_initial_weights
+    from stackgan2.training.weights import load_initial_weights, start_terms_from
 
     cfg = _cfg(feature_d_coef=1.0)
     source = Trainer(cfg, tmp_path / "a")
@@ -209,7 +209,7 @@ def test_init_terms_starts_the_terms_modules_from_the_source(tmp_path, caplog):
     assert any(not torch.equal(a_fresh[k], trained["A"][k]) for k in a_fresh)
     assert all(torch.equal(a_fresh[k], pretrained[k.removeprefix("encoder.")]) for k in a_fresh if k.startswith("encoder."))
     started = new_trainer("started")
-    started.start_terms_from(weights)
+    start_terms_from(weights, started.term_modules)
     for name, module in started.term_modules.items():
         assert all(torch.equal(v, trained[name][k]) for k, v in module.state_dict().items()), name
     assert not any(opt.state for opt in started._term_optimizers().values())
@@ -220,7 +220,7 @@ def test_init_terms_starts_the_terms_modules_from_the_source(tmp_path, caplog):
     off_path = save_checkpoint(tmp_path / "off-ckpt", 1, off_tensors, {**off_meta, "config": off.cfg.model_dump(mode="json")}, 2)
     partial = new_trainer("partial")
     with caplog.at_level(logging.INFO, logger="stackgan2"):
-        partial.start_terms_from(load_initial_weights(off_path))
+        start_terms_from(load_initial_weights(off_path), partial.term_modules)
     assert "has no A module" in caplog.text
     assert all(torch.equal(v, a_fresh[k]) for k, v in partial.term_modules["A"].state_dict().items())
 
@@ -239,6 +239,9 @@ def test_init_terms_from_the_cli(runner, tmp_path, text_encoder_dir):
         state = load_file(sorted((run / "checkpoints").glob("*.safetensors"))[-1])
         return {k: v for k, v in state.items() if k.startswith("A.")}
 
+    alone = runner.invoke(app, [*common, "--run-dir", str(tmp_path / "alone"), "--init-terms"])
+    assert alone.exit_code == 2 and "--init-from" in alone.output and "Traceback" not in alone.output
+    assert not (tmp_path / "alone").exists()
     copies = {}
     for name, flags in (("with", ["--init-terms"]), ("without", [])):
         run = tmp_path / name

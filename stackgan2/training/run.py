@@ -16,7 +16,7 @@ from stackgan2.training.checkpoint import latest_checkpoint, list_checkpoints
 from stackgan2.training.distributed import DistContext
 from stackgan2.training.rundir import RunDir
 from stackgan2.training.trainer import FIXED_ON_RESUME, Trainer, TrainResult
-from stackgan2.training.weights import copy_text_encoder, load_initial_weights
+from stackgan2.training.weights import copy_text_encoder, load_initial_weights, start_terms_from
 
 log = logging.getLogger("stackgan2.training")
 # train.* levers that own trained weights
@@ -150,8 +150,8 @@ def run_training(
         from stackgan2.text import PromptEncoder
 
         trainer.attach_text_encoder(PromptEncoder.load(run.text_encoder))
-    if initial is not None and cfg.train.init_terms:
-        trainer.start_terms_from(initial)
+    if initial is not None and cfg.train.init_terms:  # after attach_text_encoder, which builds the learning copy
+        start_terms_from(initial, trainer.term_modules)
     count = min(SAMPLE_CAPTIONS, len(dataset))
     sample_embeddings = torch.stack([torch.as_tensor(embeddings[i, 0]) for i in range(count)])
     sample_captions = [dataset.captions[i][0] for i in range(count)]

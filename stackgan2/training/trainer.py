@@ -62,7 +62,6 @@ from stackgan2.training.weights import (
     match_param_layout,
     start_from,
     start_stage2,
-    start_terms_from,
 )
 
 log = logging.getLogger("stackgan2.training")
@@ -351,11 +350,6 @@ class Trainer:
     def start_from(self, weights: InitialWeights) -> None:
         """``train.init_from``: G, G_ema and (when they fit) the discriminators of another model (``weights.start_from``)."""
         start_from(weights, self.cfg, {"G": self.G, "G_ema": self.G_ema, "D": self.discriminators})
-
-    def start_terms_from(self, weights: InitialWeights) -> None:
-        """``train.init_terms``: the loss terms' trained modules from ``weights`` (``weights.start_terms_from``);
-        after ``attach_text_encoder``, which builds the learning DAMSM encoder's copy."""
-        start_terms_from(weights, self.term_modules)
 
     def start_stage2(self, weights: InitialWeights) -> None:
         """StackGAN v1 Stage II on the frozen Stage-I generator of ``weights`` (``weights.start_stage2``)."""
