@@ -107,6 +107,9 @@ def train(
     init_terms: Annotated[bool | None, Opt("--init-terms/--no-init-terms", help="With --init-from a run dir or "
         "checkpoint: also start the loss terms' trained modules (feature D, --damsm-fake-negatives' encoder, word D) "
         "from it. Default off (they start fresh).")] = None,
+    g_frozen_stages: Annotated[int | None, Opt("--g-frozen-stages", help="With --init-from, growing the tree: keep the "
+        "generator's first N stages (64 px trunk first) at the source's averaged weights and train only the others. "
+        "Default 0 (all train).")] = None,
     embeddings: Annotated[str | None, Opt("--embeddings", help="damsm (own encoder) or char-cnn-rnn (original pickles).")] = None,
     on_nan: Annotated[str | None, Opt("--on-nan", help="Non-finite loss: stop, or skip (drop the step, restore the last checkpoint).")] = None,
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC convolutions (default: on CUDA only).")] = None,
@@ -170,6 +173,7 @@ def train(
         "train.text_encoder": text_encoder,
         "train.init_from": init_from,
         "train.init_terms": init_terms,
+        "train.g_frozen_stages": g_frozen_stages,
         "train.embeddings": embeddings,
         "train.on_nan": on_nan,
         "train.channels_last": channels_last,

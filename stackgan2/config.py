@@ -270,6 +270,11 @@ class TrainConfig(_Frozen):
         False, description="with init_from: also start the loss terms' trained modules (feature D, learning DAMSM "
         "encoder, word D) from the source's checkpoint where it has them; off: they start fresh",
     )
+    g_frozen_stages: int = Field(
+        0, ge=0, description="growing the tree: the generator's first N stages (the CA net, the 64 px trunk and its "
+        "image head; then refine stage k and its head) keep the --init-from weights (its averaged G_ema) and are left "
+        "out of G's optimiser, so the new branches learn to refine them; 0: every stage trains (official)",
+    )
     stage1: Path | None = Field(
         None, description="StackGAN v1 Stage II: the Stage-I run (run dir or checkpoint) whose G is frozen inside"
     )
@@ -344,6 +349,11 @@ class ExperimentConfig(_Frozen):
         if self.train.init_terms and self.train.init_from is None:
             raise ValueError("train.init_terms (--init-terms) loads the loss terms' modules of the --init-from "
                              "model: it needs train.init_from (--init-from)")
+        if self.train.g_frozen_stages and (self.train.init_from is None or self.model.arch != "stackgan2"
+                                            or self.train.g_frozen_stages >= self.model.stage_num):
+            raise ValueError("train.g_frozen_stages (--g-frozen-stages) keeps the first stages of a StackGAN++ "
+                             "generator started with --init-from: it needs arch stackgan2, train.init_from and "
+                             f"fewer frozen stages than model.stage_num ({self.model.stage_num})")
         if self.train.damsm_fake_negatives and self.train.damsm_coef <= 0:
             raise ValueError("train.damsm_fake_negatives (--damsm-fake-negatives) trains the encoder that scores the "
                              "DAMSM generator loss: it needs train.damsm_coef > 0 (--damsm-coef)")

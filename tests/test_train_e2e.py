@@ -452,6 +452,34 @@ def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):
     assert result.exit_code == 0, result.output
 
 
+def test_g_frozen_stages_keeps_the_trunk_while_growing(runner, tmp_path, text_encoder):
+    """--g-frozen-stages 1: the grown run's CA net, trunk and 64 px head stay at the source's averaged weights
+    (G and G_ema) and are out of G's optimiser; the new stages train. Without --init-from, or with every
+    stage frozen, it is one error line and nothing is written."""
+    source = tmp_path / "one"
+    result = _train(runner, "--run-dir", str(source), "--stage-num", "1", "--max-steps", "3", "--text-encoder", str(text_encoder))
+    assert result.exit_code == 0, result.output
+    trained = _latest_tensors(source)
+    grown = tmp_path / "three"
+    result = _train(runner, "--run-dir", str(grown), "--max-steps", "2", "--init-from", str(source), "--g-frozen-stages", "1")
+    assert result.exit_code == 0, result.output
+    after = _latest_tensors(grown)
+    params = [k[2:] for k in after if k.startswith("G.") and "running_" not in k and "num_batches" not in k]
+    frozen = [k for k in params if k.startswith(("ca.", "init_stage.", "to_images.0."))]
+    assert frozen and len(frozen) < len(params)
+    assert not torch.equal(trained["G.ca.fc.weight"], trained["G_ema.ca.fc.weight"])  # G's copy is G_ema's, not G's
+    for key in frozen:
+        assert torch.equal(after[f"G.{key}"], trained[f"G_ema.{key}"]), key
+        assert torch.equal(after[f"G_ema.{key}"], trained[f"G_ema.{key}"]), key
+    assert len({k.split(".")[1] for k in after if k.startswith("opt_G.")}) == len(params) - len(frozen)
+    refine = next(k for k in params if k.startswith("refine_stages."))
+    assert not torch.equal(after[f"G.{refine}"], after[f"G_ema.{refine}"])  # the new stages move
+    for args in (["--g-frozen-stages", "1"], ["--init-from", str(source), "--g-frozen-stages", "3"]):
+        bad = _train(runner, "--run-dir", str(tmp_path / "bad"), "--max-steps", "1", *args)
+        assert bad.exit_code == 2 and "--g-frozen-stages" in bad.output, bad.output
+        assert not (tmp_path / "bad").exists()
+
+
 def test_v1_stage2_trains_on_the_frozen_stage1_generator(runner, tmp_path, text_encoder, v1_stage1):
     """Stage I's weights enter Stage II unchanged and stay so (no gradient, not in the optimiser); its
     batch norm still runs in train mode, so its running statistics move (official quirk). The run

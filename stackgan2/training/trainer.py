@@ -59,6 +59,7 @@ from stackgan2.training.weights import (
     InitialWeights,
     check_architecture,
     checkpoint_section,
+    freeze_stages,
     match_param_layout,
     start_from,
     start_stage2,
@@ -126,7 +127,8 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         # Plain path: the per-tensor for-loop Adam; fast path: one fused kernel (CPU and CUDA alike).
         optim = {"fused": True} if t.fused_optimizer else {"foreach": False}
-        # Only what requires a gradient: StackGAN v1 Stage II's frozen Stage-I G stays out (official).
+        # Only what requires a gradient: v1 Stage II's frozen Stage-I G (official) and --g-frozen-stages' stages stay out.
+        freeze_stages(self.G, t.g_frozen_stages)
         self.G_params = [p for p in self.G.parameters() if p.requires_grad]
         self.opt_G = torch.optim.Adam(self.G_params, lr=t.lr_g, betas=(t.beta1, t.beta2), **optim)
         use_scaler = self.amp_dtype == torch.float16

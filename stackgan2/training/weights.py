@@ -69,6 +69,14 @@ def _branch_of(module: str, key: str) -> int:
     return 0
 
 
+def freeze_stages(generator: nn.Module, stages: int) -> None:
+    """``train.g_frozen_stages``: the parameters of the generator's first ``stages`` branches (the CA net and the
+    trunk belong to the first) stop requiring a gradient, so G's optimiser leaves them out."""
+    for name, param in generator.named_parameters():
+        if _branch_of("G", name) < stages:
+            param.requires_grad_(False)
+
+
 def checkpoint_section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The state dict stored under ``prefix.`` in a checkpoint ("G", "G_ema", "D")."""
     return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
@@ -167,6 +175,14 @@ def start_from(weights: InitialWeights, cfg: ExperimentConfig, modules: dict[str
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0]
         raise CheckpointError(f"--init-from {source} does not fit this model: {reason}") from None
+    if cfg.train.g_frozen_stages:  # the frozen stages keep the averaged weights, which the source's samples show
+        averaged = dict(modules["G_ema"].named_parameters())
+        with torch.no_grad():
+            for name, param in modules["G"].named_parameters():
+                if _branch_of("G", name) < cfg.train.g_frozen_stages:
+                    param.copy_(averaged[name])
+        log.info("--g-frozen-stages %d: G's first %d stage(s) keep the averaged weights of %s",
+                 cfg.train.g_frozen_stages, cfg.train.g_frozen_stages, source)
 
 
 def start_terms_from(weights: InitialWeights, modules: dict[str, nn.Module]) -> None:
