@@ -89,6 +89,8 @@ def train(
     damsm_fake_negatives: Annotated[bool | None, Opt("--damsm-fake-negatives/--no-damsm-fake-negatives", help="Score "
         "the DAMSM loss with a copy of the DAMSM image encoder trained alongside D, on real images with the fakes as "
         "extra negatives (XMC-GAN-style contrastive D); needs --damsm-coef. Default off.")] = None,
+    damsm_copy_lr: Annotated[float | None, Opt("--damsm-copy-lr", help="Learning rate of --damsm-fake-negatives' "
+        "encoder copy. Default: --lr-d.")] = None,
     ms_coef: Annotated[float | None, Opt("--ms-coef", help="Mode-seeking loss weight (MSGAN, Mao et al. 2019: 1.0): "
         "pushes images of one caption with different noise apart (0 = off, official).")] = None,
     ca_noise: Annotated[float | None, Opt("--ca-noise", help="Scale of the conditioning-augmentation noise in "
@@ -160,6 +162,7 @@ def train(
         "train.damsm_coef": damsm_coef,
         "train.damsm_branches": damsm_branches,
         "train.damsm_fake_negatives": damsm_fake_negatives,
+        "train.damsm_copy_lr": damsm_copy_lr,
         "train.feature_d_coef": feature_d_coef,
         "train.d_word_coef": d_word_coef,
         "train.ms_coef": ms_coef,

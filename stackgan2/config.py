@@ -246,6 +246,9 @@ class TrainConfig(_Frozen):
         "caption must rank its real image above every fake, its own fake included (contrastive image-text losses "
         "in D: XMC-GAN, Zhang et al. CVPR 2021); needs train.damsm_coef > 0",
     )
+    damsm_copy_lr: float | None = Field(
+        None, gt=0, description="learning rate of the damsm_fake_negatives encoder copy (its Adam, opt_A); None: lr_d",
+    )
     ms_coef: float = Field(
         0.0, ge=0, description="mode-seeking loss weight (MSGAN, Mao et al. CVPR 2019; its StackGAN++ birds cfg: "
         "1.0): half a batch more images from the same captions with new noise, loss 1 / (mean|G(c,z1) - "
@@ -354,6 +357,9 @@ class ExperimentConfig(_Frozen):
             raise ValueError("train.g_frozen_stages (--g-frozen-stages) keeps the first stages of a StackGAN++ "
                              "generator started with --init-from: it needs arch stackgan2, train.init_from and "
                              f"fewer frozen stages than model.stage_num ({self.model.stage_num})")
+        if self.train.damsm_copy_lr is not None and not self.train.damsm_fake_negatives:
+            raise ValueError("train.damsm_copy_lr (--damsm-copy-lr) is the rate of the encoder copy that "
+                             "train.damsm_fake_negatives (--damsm-fake-negatives) trains: turn that on")
         if self.train.damsm_fake_negatives and self.train.damsm_coef <= 0:
             raise ValueError("train.damsm_fake_negatives (--damsm-fake-negatives) trains the encoder that scores the "
                              "DAMSM generator loss: it needs train.damsm_coef > 0 (--damsm-coef)")

@@ -153,6 +153,25 @@ def test_needs_the_damsm_loss_and_is_off_in_every_preset(runner, tmp_path):
     assert json.loads(accepted.output[: accepted.output.rindex("}") + 1])["train"]["damsm_fake_negatives"] is True
 
 
+def test_copy_learning_rate(runner, tmp_path):
+    """--damsm-copy-lr: the copy's Adam (and the lr schedule, which sets every optimiser's rate each epoch)
+    uses it; D and G keep theirs. Without --damsm-fake-negatives it is one error line."""
+    from stackgan2.training.schedules import learning_rate
+
+    cfg = _cfg(damsm_copy_lr=8e-4, lr_decay_every=2)
+    trainer = Trainer(cfg, tmp_path)
+    trainer.attach_text_encoder(make_damsm_encoder(cfg.text))
+    optimizers = trainer._optimizers()
+    assert optimizers["opt_A"].param_groups[0]["lr"] == 8e-4 != optimizers["opt_D0"].param_groups[0]["lr"]
+    assert learning_rate(cfg.train, "opt_A", 2) == 4e-4 and learning_rate(cfg.train, "opt_D0", 2) == cfg.train.lr_d / 2
+    assert learning_rate(_cfg().train, "opt_A", 0) == _cfg().train.lr_d  # default: D's rate
+    with pytest.raises(ConfigError, match="damsm_copy_lr.*damsm_fake_negatives"):
+        _cfg(False, damsm_copy_lr=8e-4)
+    refused = runner.invoke(app, ["train", "--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--dry-run",
+                                  "--damsm-coef", "5", "--damsm-copy-lr", "1e-3"])
+    assert refused.exit_code == 2 and "--damsm-fake-negatives" in refused.output and "Traceback" not in refused.output
+
+
 @pytest.mark.parametrize("first, then", [(["--damsm-fake-negatives"], ["--no-damsm-fake-negatives"]), ([], ["--damsm-fake-negatives"])])
 def test_toggling_at_resume_is_refused_and_init_from_starts_the_copy(first, then, runner, tmp_path, text_encoder_dir):
     run = tmp_path / "run"

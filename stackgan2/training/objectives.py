@@ -383,8 +383,8 @@ class TrainedDAMSM(DAMSM):
     Learning rate: ``train.lr_d`` with the GAN's betas, not DAMSM pretraining's 2e-3 (``text.lr``, AttnGAN's
     ``ENCODER_LR``): the copy is fine-tuned from a converged encoder the way a discriminator is trained, one
     step per iteration against the current fakes, and the rate pretraining uses from scratch would wash out
-    the pretrained image-text alignment G is scored by; the lr schedule (``learning_rate``) also gives every
-    optimiser but G's ``lr_d``. Logged as ``A/word``, ``A/sentence`` and ``A/total``."""
+    the pretrained image-text alignment G is scored by (``train.damsm_copy_lr`` sets another rate for the copy;
+    the lr schedule, ``learning_rate``, follows it). Logged as ``A/word``, ``A/sentence`` and ``A/total``."""
 
     def __init__(self, cfg: ExperimentConfig, optimizer_options: dict, scaler: torch.amp.GradScaler) -> None:
         super().__init__(cfg)
@@ -394,7 +394,8 @@ class TrainedDAMSM(DAMSM):
 
     def attach(self, damsm: FrozenDAMSM) -> None:
         self.copy.attach(damsm.encoder.image_encoder)
-        self.optimizer = torch.optim.Adam(self.copy.trained, lr=self.t.lr_d, betas=(self.t.beta1, self.t.beta2),
+        self.optimizer = torch.optim.Adam(self.copy.trained, lr=self.t.damsm_copy_lr or self.t.lr_d,
+                                          betas=(self.t.beta1, self.t.beta2),
                                           **self.optimizer_options)
 
     def encode(self, step: Step, images: Tensor) -> tuple[Tensor, Tensor]:

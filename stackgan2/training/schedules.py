@@ -46,10 +46,10 @@ def update_ema(G_ema: nn.Module, G: nn.Module, t: TrainConfig, step: int) -> Non
 
 
 def learning_rate(t: TrainConfig, name: str, epoch: int) -> float:
-    """The config's rate for optimiser ``name`` ("opt_G" or a discriminator's) at ``epoch``: halved at every
-    epoch that is a positive multiple of ``lr_decay_every`` (official v1 ``trainer.py``:
-    ``epoch % LR_DECAY_EPOCH == 0``)."""
-    base = t.lr_g if name == "opt_G" else t.lr_d
+    """The config's rate for optimiser ``name`` ("opt_G", "opt_A" of the learning DAMSM encoder, or a
+    discriminator's) at ``epoch``: halved at every epoch that is a positive multiple of ``lr_decay_every``
+    (official v1 ``trainer.py``: ``epoch % LR_DECAY_EPOCH == 0``)."""
+    base = {"opt_G": t.lr_g, "opt_A": t.damsm_copy_lr or t.lr_d}.get(name, t.lr_d)
     return base * 0.5 ** (epoch // t.lr_decay_every) if t.lr_decay_every else base
 
 
