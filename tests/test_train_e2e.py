@@ -452,6 +452,27 @@ def test_init_from_grows_the_tree(runner, tmp_path, text_encoder):
     assert result.exit_code == 0, result.output
 
 
+def test_init_from_keeps_the_trunk_of_a_bigger_tree(runner, tmp_path, text_encoder):
+    """A 3-branch model starts a 1-branch run: its CA net, trunk, 64 px head and first D are loaded, the rest is
+    left out."""
+    from stackgan2.config import resolve_config
+    from stackgan2.training.trainer import Trainer
+    from stackgan2.training.weights import load_initial_weights
+
+    source = tmp_path / "three"
+    result = _train(runner, "--run-dir", str(source), "--max-steps", "2", "--text-encoder", str(text_encoder))
+    assert result.exit_code == 0, result.output
+    trained = _latest_tensors(source)
+    trainer = Trainer(resolve_config("tiny", overrides={"train.device": "cpu", "model.stage_num": 1}), tmp_path / "unused")
+    trainer.start_from(load_initial_weights(source))
+    for prefix, module in (("G", trainer.G), ("G_ema", trainer.G_ema), ("D", trainer.discriminators)):
+        state = module.state_dict()
+        assert state and all(torch.equal(v, trained[f"{prefix}.{k}"]) for k, v in state.items()), prefix
+    result = _train(runner, "--run-dir", str(tmp_path / "one"), "--max-steps", "1", "--stage-num", "1",
+                    "--init-from", str(source))
+    assert result.exit_code == 0, result.output
+
+
 def test_g_frozen_stages_keeps_the_trunk_while_growing(runner, tmp_path, text_encoder):
     """--g-frozen-stages 1: the grown run's CA net, trunk and 64 px head stay at the source's averaged weights
     (G and G_ema) and are out of G's optimiser; the new stages train. Without --init-from, or with every

@@ -137,7 +137,8 @@ def start_from(weights: InitialWeights, cfg: ExperimentConfig, modules: dict[str
     - the discriminators' fields (``ndf``, ``d_projection``, ``d_norm``) may differ: the source's
       discriminators then start fresh;
     - more branches (``stage_num``) than the source (growing the tree): the source's branches are loaded,
-      the new refine stages, image heads and discriminators start fresh;
+      the new refine stages, image heads and discriminators start fresh; fewer branches: the source's first
+      ones are loaded and the rest is left out (a grown model's trunk starts a 64 px run);
     - ``g_text_fusion`` / ``g_word_attention`` turned on: their layers keep the identity the run's
       ``init_weights`` gave them, so G draws the source's images at step 0. Turning them off is refused
       (their trained weights would be dropped).
@@ -147,9 +148,10 @@ def start_from(weights: InitialWeights, cfg: ExperimentConfig, modules: dict[str
     stored, current = weights.config.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
     states = {name: state for name, state in weights.states.items() if name in ("G", "G_ema", "D")}
     grown = stored["stage_num"] < current["stage_num"] and cfg.model.arch == "stackgan2"  # v1 has a Stage II
+    cut = stored["stage_num"] > current["stage_num"] and cfg.model.arch == "stackgan2"
     added = [field for field in _IDENTITY_LAYERS if current[field] and not stored[field]]
     d_changed = {field: current[field] for field in _D_FIELDS if stored[field] != current[field]}
-    free = ["ca_noise", *d_changed, *added, *(["stage_num"] if grown else [])]
+    free = ["ca_noise", *d_changed, *added, *(["stage_num"] if grown or cut else [])]
     check_architecture({**stored, **{f: current[f] for f in free}}, current, f"--init-from {source}")
     if d_changed and states.pop("D", None) is not None:
         log.info("--init-from %s: its discriminators differ (%s); they start fresh",
@@ -157,6 +159,11 @@ def start_from(weights: InitialWeights, cfg: ExperimentConfig, modules: dict[str
     if grown:
         log.info("--init-from %s: growing the tree from %d to %d branches; the new ones start fresh",
                  source, stored["stage_num"], current["stage_num"])
+    if cut:
+        log.info("--init-from %s: keeping %d of its %d branches; the others are left out",
+                 source, current["stage_num"], stored["stage_num"])
+        states = {name: {key: value for key, value in state.items() if _branch_of(name, key) < current["stage_num"]}
+                  for name, state in states.items()}
     if added:
         log.info("--init-from %s: it has no %s layers; they start as the identity (G draws its images "
                  "at step 0)", source, " / ".join(added))
