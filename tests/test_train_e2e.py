@@ -382,8 +382,9 @@ def test_init_from_with_another_discriminator_width_keeps_g_and_starts_d_fresh(r
 def test_init_from_other_architecture_or_no_model_is_refused(runner, tmp_path, text_encoder):
     source = tmp_path / "source"
     assert _train(runner, "--run-dir", str(source), "--max-steps", "1", "--text-encoder", str(text_encoder)).exit_code == 0
-    result = _train(runner, "--run-dir", str(tmp_path / "b"), "--stage-num", "2", "--init-from", str(source))
-    assert result.exit_code == 1 and "different architecture" in result.output and "stage_num: 3 vs 2" in result.output
+    result = runner.invoke(app, ["--quiet", "train", "--preset", "toy", "--device", "cpu", "--run-dir", str(tmp_path / "b"),
+                                 "--init-from", str(source)])
+    assert result.exit_code == 1 and "different architecture" in result.output and "ngf: 32 vs 16" in result.output
     result = _train(runner, "--run-dir", str(tmp_path / "c"), "--init-from", str(tmp_path / "nothing"))
     assert result.exit_code == 1 and "model not found" in result.output
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
